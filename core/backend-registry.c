@@ -1,0 +1,32 @@
+/* The one place that knows whether this build has the CUDA backend (CONVENTIONS: `#ifdef` on
+ * CUDA appears in this file only). Everything else asks through these functions, so the rest
+ * of the library compiles and behaves the same with or without CUDA; a build without it simply
+ * sees no devices. Backend selection (CPU vs GPU) will live here too. */
+#include <stddef.h>
+
+#include "core/internal.h"
+#include "spotlight/device.h"
+
+#ifdef SL_HAVE_CUDA
+#include "gpu/gpu.h"
+
+bool sl_cuda_compiled(void) { return true; }
+
+int sl_cuda_device_count(void) { return sl_gpu_device_count(); }
+
+int sl_cuda_device_info(int index, struct sl_device_info *out) {
+    return sl_gpu_device_info(index, out);
+}
+
+#else
+
+bool sl_cuda_compiled(void) { return false; }
+
+int sl_cuda_device_count(void) { return 0; }
+
+int sl_cuda_device_info(int index, struct sl_device_info *out) {
+    if (!out) return sl_fail(SL_EINVAL, "sl_cuda_device_info: out is NULL");
+    return sl_fail(SL_ENODEV, "CUDA device %d: built without CUDA", index);
+}
+
+#endif

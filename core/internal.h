@@ -1,0 +1,43 @@
+/* Helpers shared by the library's own files: error recording, logging, overflow-checked
+ * arithmetic. Not installed. */
+#ifndef SL_CORE_INTERNAL_H
+#define SL_CORE_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "spotlight/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Records a printf-style detail for err on this thread and returns err, so a failure site
+ * reads `return sl_fail(SL_EBOUNDS, "tensor '%s' ...", name);`. */
+int sl_fail(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+void sl_log(enum sl_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Programmer errors only (never input, I/O, allocation or device failures). */
+#define SL_ASSERT(x)                                                                        \
+    do {                                                                                    \
+        if (!(x)) {                                                                         \
+            fprintf(stderr, "%s:%d: assertion failed: %s\n", __FILE__, __LINE__, #x);       \
+            abort();                                                                        \
+        }                                                                                   \
+    } while (0)
+
+/* Overflow-checked size arithmetic: return 0 on success, nonzero on overflow. */
+static inline int sl_mul_overflow_u64(uint64_t a, uint64_t b, uint64_t *out) {
+    return __builtin_mul_overflow(a, b, out);
+}
+static inline int sl_add_overflow_u64(uint64_t a, uint64_t b, uint64_t *out) {
+    return __builtin_add_overflow(a, b, out);
+}
+
+#ifdef __cplusplus
+}
+#endif
+#endif

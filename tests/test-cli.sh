@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The spotlight CLI as a user meets it: help, inspect on the default model (text and JSON),
+# and one clear error line with a non-zero exit for bad input. Usage: test-cli.sh SPOTLIGHT_BIN
+set -u
+bin="$1"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+
+# expect_error NAME EXIT PATTERN -- CMD...: exits EXIT, one stderr line matching PATTERN, no stdout.
+expect_error() {
+  local name=$1 code=$2 pat=$3
+  shift 4
+  "$@" >"$tmp/out" 2>"$tmp/err"
+  local rc=$?
+  local lines
+  lines=$(wc -l <"$tmp/err")
+  if [ "$rc" != "$code" ]; then bad "$name: exit $rc, expected $code"; return; fi
+  if [ "$lines" != 1 ]; then bad "$name: $lines stderr lines: $(cat "$tmp/err")"; return; fi
+  if ! grep -Eq "$pat" "$tmp/err"; then bad "$name: stderr '$(cat "$tmp/err")' lacks /$pat/"; return; fi
+  if [ -s "$tmp/out" ]; then bad "$name: wrote to stdout"; return; fi
+  ok
+}
+
+"$bin" --help >"$tmp/help" && grep -q "inspect" "$tmp/help" && ok || bad "--help"
+"$bin" --version | grep -Eq '^spotlight [0-9]+\.[0-9]+\.[0-9]+$' && ok || bad "--version"
+expect_error "no command" 2 "no command given" -- "$bin"
+expect_error "unknown command" 2 "unknown command 'frobnicate'" -- "$bin" frobnicate
+
+# The default model (from the cache).
+if "$bin" inspect --no-tensors >"$tmp/inspect" 2>"$tmp/err"; then
+  grep -Eq '^architecture +llama$' "$tmp/inspect" && ok || bad "inspect: architecture"
+  grep -Eq '^layers +30$' "$tmp/inspect" && ok || bad "inspect: layers"
+  grep -Eq '^heads +9 query / 3 KV \(group of 3\), head_dim 64$' "$tmp/inspect" && ok || bad "inspect: heads"
+  grep -Eq '^KV cache +f16: 23040 bytes per token, 23.04 GB per 1M tokens$' "$tmp/inspect" && ok || bad "inspect: KV bytes"
+  grep -Eq '^tokenizer +gpt2 \(byte-level BPE, pre smollm\), vocab 49152$' "$tmp/inspect" && ok || bad "inspect: tokenizer"
+else
+  bad "inspect on the default model failed: $(cat "$tmp/err")"
+fi
+"$bin" inspect >"$tmp/full" 2>&1 && [ "$(grep -c '^blk\.' "$tmp/full")" = 270 ] && ok || bad "inspect tensor table rows"
+if "$bin" inspect --json >"$tmp/json" 2>"$tmp/err"; then
+  python3 - "$tmp/json" <<'PY' && ok || bad "inspect --json content"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["n_layer"] == 30 and d["n_head"] == 9 and d["n_head_kv"] == 3 and d["head_dim"] == 64, d
+assert d["kv_bytes_per_token_f16"] == 23040 and d["tied_embeddings"] is True
+assert len(d["tensors"]) == 272 and sum(t["bytes"] for t in d["tensors"]) == d["weight_bytes"]
+PY
+else
+  bad "inspect --json failed: $(cat "$tmp/err")"
+fi
+
+# Bad input: one line, non-zero exit.
+expect_error "missing file" 1 "No such file" -- "$bin" inspect "$tmp/nope.gguf"
+echo "hello, I am not a model" >"$tmp/text.gguf"
+expect_error "not gguf" 1 "bad magic" -- "$bin" inspect "$tmp/text.gguf"
+model=$(sed -n 's/^model *\(.*\) (.*$/\1/p' "$tmp/inspect")
+if [ -f "$model" ]; then
+  head -c 1000000 "$model" >"$tmp/cut.gguf"
+  expect_error "truncated model" 1 "truncated" -- "$bin" inspect "$tmp/cut.gguf"
+else
+  bad "could not find the default model path in inspect output"
+fi
+expect_error "directory" 1 "not a regular file" -- "$bin" inspect "$tmp"
+expect_error "two models" 2 "one model" -- "$bin" inspect a.gguf b.gguf
+expect_error "no default model" 1 "fetch-model" -- env SPOTLIGHT_MODELS="$tmp/empty" "$bin" inspect
+expect_error "bad option" 2 "unknown or incomplete option .--bogus." -- "$bin" inspect --bogus
+
+echo "cli: $pass passed, $fail failed"
+[ "$fail" = 0 ]

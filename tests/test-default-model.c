@@ -1,0 +1,121 @@
+/* The default model (SmolLM2-135M-Instruct Q4_1, fetched by tools/fetch-model.sh): loads
+ * with the right hyperparameters, and every tensor dequantizes to what llama.cpp's gguf-py
+ * computes (tests/fixtures/smollm2-dequant.tsv, made by tools/ref/make-model-fixtures.py). */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "spotlight/error.h"
+#include "spotlight/model.h"
+#include "spotlight/quant.h"
+
+static void model_path(char *buf, size_t cap) {
+    const char *d = getenv("SPOTLIGHT_MODELS"), *x = getenv("XDG_CACHE_HOME");
+    if (d && *d)
+        snprintf(buf, cap, "%s/SmolLM2-135M-Instruct.Q4_1.gguf", d);
+    else if (x && *x)
+        snprintf(buf, cap, "%s/spotlight/SmolLM2-135M-Instruct.Q4_1.gguf", x);
+    else
+        snprintf(buf, cap, "%s/.cache/spotlight/SmolLM2-135M-Instruct.Q4_1.gguf", getenv("HOME"));
+}
+
+static sl_model *load(void) {
+    char path[4096];
+    model_path(path, sizeof path);
+    sl_model *m = NULL;
+    int rc = sl_model_load(path, &m);
+    cr_assert_eq(rc, 0, "cannot load the default model %s (%s: %s); run tools/fetch-model.sh",
+                 path, sl_strerror(rc), sl_error_detail());
+    return m;
+}
+
+Test(default_model, hyperparameters) {
+    sl_model *m = load();
+    const struct sl_model_config *c = sl_model_config(m);
+    cr_assert_eq(c->arch, SL_ARCH_LLAMA);
+    cr_assert_str_eq(c->arch_name, "llama");
+    cr_assert_eq(c->n_layer, 30);
+    cr_assert_eq(c->n_embd, 576);
+    cr_assert_eq(c->n_ff, 1536);
+    cr_assert_eq(c->n_head, 9);
+    cr_assert_eq(c->n_head_kv, 3);
+    cr_assert_eq(c->head_dim, 64);
+    cr_assert_eq(c->n_rot, 64);
+    cr_assert_eq(c->n_vocab, 49152);
+    cr_assert_eq(c->n_ctx_train, 8192);
+    cr_assert_eq(c->rope_theta, 100000.0f);
+    cr_assert_eq(c->rope_type, SL_ROPE_NORM);
+    cr_assert_eq(c->rope_scaling, SL_ROPE_SCALING_NONE);
+    cr_assert_float_eq(c->norm_eps, 1e-5f, 1e-12f);
+    cr_assert(c->tied_embeddings);
+    cr_assert(!c->qkv_bias);
+    cr_assert_eq(c->tokenizer, SL_TOKENIZER_BPE);
+    cr_assert_str_eq(c->tokenizer_pre, "smollm");
+    cr_assert_eq(c->file_type, 3); /* mostly Q4_1 */
+    cr_assert_eq(sl_model_config_kv_bytes_per_token(c, 2), 23040);
+    cr_assert_eq(sl_model_output(m), sl_model_token_embd(m));
+    cr_assert_eq(sl_model_token_embd(m)->type, SL_TYPE_Q8_0);
+    cr_assert_eq(sl_model_layer(m, 29)->wq->type, SL_TYPE_Q4_1);
+    cr_assert_eq(sl_model_layer(m, 0)->wk->ne[1], 192);
+    cr_assert_null(sl_model_layer(m, 0)->bq);
+    cr_assert_eq(sl_gguf_tensor_count(sl_model_gguf(m)), 272);
+    sl_model_free(m);
+}
+
+/* Dequantizes every tensor and compares sums and sampled values with gguf-py's. */
+Test(default_model, dequant_matches_gguf_py, .timeout = 300) {
+    sl_model *m = load();
+    const sl_gguf *g = sl_model_gguf(m);
+    FILE *f = fopen(SL_FIXTURE_DIR "/smollm2-dequant.tsv", "r");
+    cr_assert_not_null(f, "missing fixture smollm2-dequant.tsv");
+    char *line = NULL;
+    size_t cap = 0;
+    int n_checked = 0;
+    float *buf = NULL;
+    while (getline(&line, &cap, f) > 0) {
+        if (line[0] == '#') continue;
+        char name[128], type[16];
+        long long n;
+        double sum, sumsq;
+        int off = 0;
+        cr_assert_eq(sscanf(line, "%127s %15s %lld %lf %lf %n", name, type, &n, &sum, &sumsq, &off), 5);
+        const struct sl_gguf_tensor *t = sl_gguf_find_tensor(g, name);
+        cr_assert_not_null(t, "tensor %s missing", name);
+        cr_assert_str_eq(sl_type_name(t->type), type);
+        cr_assert_eq(t->n_elems, n);
+        buf = realloc(buf, (size_t)n * sizeof *buf);
+        cr_assert_not_null(buf);
+        int rc = sl_dequant_f32(t->type, t->data, buf, n);
+        cr_assert_eq(rc, 0, "%s: %s", name, sl_strerror(rc));
+        double s = 0, s2 = 0;
+        for (long long i = 0; i < n; i++) {
+            s += buf[i];
+            s2 += (double)buf[i] * buf[i];
+        }
+        /* Only the summation order differs (numpy sums pairwise): a relative 1e-9 of the
+         * sum of magnitudes covers that and nothing else. */
+        double tol = 1e-9 * sumsq + 1e-9 * fabs(sum) + 1e-6;
+        cr_assert(fabs(s - sum) <= 1e-9 * (fabs(sum) + sqrt(sumsq) * sqrt((double)n)) + 1e-9,
+                  "%s: sum %.17g vs gguf-py %.17g", name, s, sum);
+        cr_assert(fabs(s2 - sumsq) <= tol, "%s: sum of squares %.17g vs %.17g", name, s2, sumsq);
+        /* Samples must be bit-identical. */
+        for (char *p = line + off; *p && *p != '\n';) {
+            char *end;
+            long long idx = strtoll(p, &end, 10);
+            cr_assert_eq(*end, ':');
+            float want = strtof(end + 1, &end);
+            cr_assert(idx >= 0 && idx < n);
+            cr_assert_eq(buf[idx], want, "%s[%lld] = %.9g, gguf-py %.9g", name, idx, buf[idx], want);
+            while (*end == ' ') end++;
+            p = end;
+        }
+        n_checked++;
+    }
+    cr_assert_eq(n_checked, 272);
+    free(buf);
+    free(line);
+    fclose(f);
+    sl_model_free(m);
+}

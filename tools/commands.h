@@ -1,0 +1,7 @@
+/* Entry points of the subcommands: argv[0] is the subcommand name; returns the exit code. */
+#ifndef SL_TOOLS_COMMANDS_H
+#define SL_TOOLS_COMMANDS_H
+
+int cmd_inspect(int argc, char **argv);
+
+#endif
