@@ -1,6 +1,8 @@
 /* Host CPU facts: core counts from hwloc (physical cores, not SMT siblings, are what the
  * compute threads should be sized to) and ISA features from cpuid for run-time dispatch. */
+#include <cpuid.h>
 #include <hwloc.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -25,6 +27,33 @@ static void read_model_name(char *dst, size_t cap) {
     fclose(f);
 }
 
+/* cpuid + xgetbv directly rather than __builtin_cpu_supports, whose feature names differ
+ * between gcc and clang versions. A feature counts only if the OS saves its registers. */
+static void read_isa(struct sl_cpu_info *out) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return;
+    bool osxsave = c & (1u << 27), avx = c & (1u << 28);
+    out->fma = c & (1u << 12);
+    out->f16c = c & (1u << 29);
+    uint64_t xcr0 = 0;
+    if (osxsave) {
+        unsigned lo, hi;
+        __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+        xcr0 = (uint64_t)hi << 32 | lo;
+    }
+    bool os_avx = (xcr0 & 0x6) == 0x6, os_avx512 = (xcr0 & 0xe6) == 0xe6;
+    out->fma = out->fma && os_avx && avx;
+    out->f16c = out->f16c && os_avx && avx;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return;
+    out->avx2 = os_avx && avx && (b & (1u << 5));
+    out->avx512f = os_avx512 && (b & (1u << 16));
+    out->avx512bw = out->avx512f && (b & (1u << 30));
+    out->avx512vl = out->avx512f && (b & (1u << 31));
+    out->avx512_vpopcntdq = out->avx512f && (c & (1u << 14));
+    out->avx512_vnni = out->avx512f && (c & (1u << 11));
+    if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) out->avx512_bf16 = out->avx512f && (a & (1u << 5));
+}
+
 int sl_cpu_info_get(struct sl_cpu_info *out) {
     memset(out, 0, sizeof *out);
     hwloc_topology_t topo;
@@ -41,16 +70,7 @@ int sl_cpu_info_get(struct sl_cpu_info *out) {
     if (out->n_physical_cores <= 0) out->n_physical_cores = out->n_logical_cpus;
     if (out->n_numa_nodes <= 0) out->n_numa_nodes = 1;
 
-    __builtin_cpu_init();
-    out->avx2 = __builtin_cpu_supports("avx2");
-    out->fma = __builtin_cpu_supports("fma");
-    out->f16c = __builtin_cpu_supports("f16c");
-    out->avx512f = __builtin_cpu_supports("avx512f");
-    out->avx512bw = __builtin_cpu_supports("avx512bw");
-    out->avx512vl = __builtin_cpu_supports("avx512vl");
-    out->avx512_vpopcntdq = __builtin_cpu_supports("avx512vpopcntdq");
-    out->avx512_vnni = __builtin_cpu_supports("avx512vnni");
-    out->avx512_bf16 = __builtin_cpu_supports("avx512bf16");
+    read_isa(out);
     read_model_name(out->model_name, sizeof out->model_name);
     return 0;
 }

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Reference values for tests/test-default-model.c: the default model's tensors dequantized by
+"""Reference values for tests/test-models.c: every tensor of the packaged models dequantized by
 llama.cpp's own Python package (gguf-py), an implementation independent of ours.
 
 Rerun (deterministic; commit what changes):
     python3 -m pip install gguf==0.19.0 numpy
-    tools/fetch-model.sh && python3 tools/ref/make-model-fixtures.py [MODEL.gguf]
+    tools/fetch-model.sh && tools/fetch-model.sh qwen2.5-coder-0.5b
+    python3 tools/ref/make-model-fixtures.py
 
-Writes tests/fixtures/smollm2-dequant.tsv, one line per tensor, tab-separated:
+For each model in MODELS writes tests/fixtures/<stem>-dequant.tsv, one line per tensor,
+tab-separated:
     name  type  n_elems  sum  sum_of_squares  then 8 sampled values (index:value)
 Sums are float64 over the float32 values in file order; samples are at the element indices
 (k * 7919 * 104729 + k*k) mod n_elems for k = 0..7, printed with 9 significant digits
@@ -24,17 +26,16 @@ except ImportError:
     sys.exit("needs gguf-py: python3 -m pip install gguf==0.19.0 numpy")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-OUT = os.path.normpath(os.path.join(HERE, "..", "..", "tests", "fixtures", "smollm2-dequant.tsv"))
+FIXTURES = os.path.normpath(os.path.join(HERE, "..", "..", "tests", "fixtures"))
+MODELS = {"smollm2": "SmolLM2-135M-Instruct.Q4_1.gguf", "qwen2.5-coder": "Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf"}
 
 
-def default_model():
-    d = os.environ.get("SPOTLIGHT_MODELS") or os.path.join(
+def cache_dir():
+    return os.environ.get("SPOTLIGHT_MODELS") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "spotlight")
-    return os.path.join(d, "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
-def main():
-    path = sys.argv[1] if len(sys.argv) > 1 else default_model()
+def write_fixture(path, out):
     r = gguf.GGUFReader(path)
     lines = []
     for t in r.tensors:
@@ -45,11 +46,16 @@ def main():
         idx = [(k * 7919 * 104729 + k * k) % n for k in range(8)]
         samples = " ".join(f"{i}:{vals[i]:.9g}" for i in idx)
         lines.append(f"{t.name}\t{t.tensor_type.name}\t{n}\t{v64.sum():.17g}\t{(v64 * v64).sum():.17g}\t{samples}\n")
-    with open(OUT + ".tmp", "w") as f:
+    with open(out + ".tmp", "w") as f:
         f.write("# name\ttype\tn_elems\tsum\tsum_sq\tsamples (made by tools/ref/make-model-fixtures.py with gguf-py)\n")
         f.writelines(lines)
-    os.replace(OUT + ".tmp", OUT)
-    print(f"wrote {OUT}: {len(lines)} tensors")
+    os.replace(out + ".tmp", out)
+    print(f"wrote {out}: {len(lines)} tensors")
+
+
+def main():
+    for stem, file in MODELS.items():
+        write_fixture(os.path.join(cache_dir(), file), os.path.join(FIXTURES, f"{stem}-dequant.tsv"))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-/* The default model (SmolLM2-135M-Instruct Q4_1, fetched by tools/fetch-model.sh): loads
- * with the right hyperparameters, and every tensor dequantizes to what llama.cpp's gguf-py
- * computes (tests/fixtures/smollm2-dequant.tsv, made by tools/ref/make-model-fixtures.py). */
+/* The packaged models (fetched by tools/fetch-model.sh): the default SmolLM2-135M-Instruct
+ * Q4_1 and the long-context Qwen2.5-Coder-0.5B-Instruct Q4_K_M load with the right
+ * hyperparameters, and every tensor dequantizes to what llama.cpp's gguf-py computes
+ * (tests/fixtures/<model>-dequant.tsv, made by tools/ref/make-model-fixtures.py). */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -11,28 +12,28 @@
 #include "spotlight/model.h"
 #include "spotlight/quant.h"
 
-static void model_path(char *buf, size_t cap) {
+#define SMOLLM2 "SmolLM2-135M-Instruct.Q4_1.gguf"
+#define QWEN25 "Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf"
+
+/* The model cache, as tools/fetch-model.sh and the CLI find it. */
+static sl_model *load(const char *file) {
+    char path[4096];
     const char *d = getenv("SPOTLIGHT_MODELS"), *x = getenv("XDG_CACHE_HOME");
     if (d && *d)
-        snprintf(buf, cap, "%s/SmolLM2-135M-Instruct.Q4_1.gguf", d);
+        snprintf(path, sizeof path, "%s/%s", d, file);
     else if (x && *x)
-        snprintf(buf, cap, "%s/spotlight/SmolLM2-135M-Instruct.Q4_1.gguf", x);
+        snprintf(path, sizeof path, "%s/spotlight/%s", x, file);
     else
-        snprintf(buf, cap, "%s/.cache/spotlight/SmolLM2-135M-Instruct.Q4_1.gguf", getenv("HOME"));
-}
-
-static sl_model *load(void) {
-    char path[4096];
-    model_path(path, sizeof path);
+        snprintf(path, sizeof path, "%s/.cache/spotlight/%s", getenv("HOME"), file);
     sl_model *m = NULL;
     int rc = sl_model_load(path, &m);
-    cr_assert_eq(rc, 0, "cannot load the default model %s (%s: %s); run tools/fetch-model.sh",
+    cr_assert_eq(rc, 0, "cannot load %s (%s: %s); run tools/fetch-model.sh (see tools/models.tsv)",
                  path, sl_strerror(rc), sl_error_detail());
     return m;
 }
 
-Test(default_model, hyperparameters) {
-    sl_model *m = load();
+Test(smollm2, hyperparameters) {
+    sl_model *m = load(SMOLLM2);
     const struct sl_model_config *c = sl_model_config(m);
     cr_assert_eq(c->arch, SL_ARCH_LLAMA);
     cr_assert_str_eq(c->arch_name, "llama");
@@ -65,11 +66,13 @@ Test(default_model, hyperparameters) {
 }
 
 /* Dequantizes every tensor and compares sums and sampled values with gguf-py's. */
-Test(default_model, dequant_matches_gguf_py, .timeout = 300) {
-    sl_model *m = load();
+static void check_dequant(const char *file, const char *fixture, int n_tensors) {
+    sl_model *m = load(file);
     const sl_gguf *g = sl_model_gguf(m);
-    FILE *f = fopen(SL_FIXTURE_DIR "/smollm2-dequant.tsv", "r");
-    cr_assert_not_null(f, "missing fixture smollm2-dequant.tsv");
+    char fpath[4096];
+    snprintf(fpath, sizeof fpath, "%s/%s", SL_FIXTURE_DIR, fixture);
+    FILE *f = fopen(fpath, "r");
+    cr_assert_not_null(f, "missing fixture %s", fpath);
     char *line = NULL;
     size_t cap = 0;
     int n_checked = 0;
@@ -113,9 +116,42 @@ Test(default_model, dequant_matches_gguf_py, .timeout = 300) {
         }
         n_checked++;
     }
-    cr_assert_eq(n_checked, 272);
+    cr_assert_eq(n_checked, n_tensors);
     free(buf);
     free(line);
     fclose(f);
     sl_model_free(m);
+}
+
+Test(smollm2, dequant_matches_gguf_py, .timeout = 300) {
+    check_dequant(SMOLLM2, "smollm2-dequant.tsv", 272);
+}
+
+Test(qwen25, hyperparameters) {
+    sl_model *m = load(QWEN25);
+    const struct sl_model_config *c = sl_model_config(m);
+    cr_assert_eq(c->arch, SL_ARCH_QWEN2);
+    cr_assert_eq(c->n_layer, 24);
+    cr_assert_eq(c->n_embd, 896);
+    cr_assert_eq(c->n_ff, 4864);
+    cr_assert_eq(c->n_head, 14);
+    cr_assert_eq(c->n_head_kv, 2);
+    cr_assert_eq(c->head_dim, 64);
+    cr_assert_eq(c->n_vocab, 151936);
+    cr_assert_eq(c->n_ctx_train, 32768);
+    cr_assert_eq(c->rope_theta, 1000000.0f);
+    cr_assert_eq(c->rope_type, SL_ROPE_NEOX);
+    cr_assert_float_eq(c->norm_eps, 1e-6f, 1e-13f);
+    cr_assert(c->qkv_bias);
+    cr_assert(!c->tied_embeddings);
+    cr_assert_str_eq(c->tokenizer_pre, "qwen2");
+    cr_assert_eq(sl_model_output(m)->type, SL_TYPE_Q8_0);
+    cr_assert_eq(sl_model_token_embd(m)->type, SL_TYPE_Q5_0);
+    cr_assert_eq(sl_model_layer(m, 3)->bk->ne[0], 128);
+    cr_assert_eq(sl_model_config_kv_bytes_per_token(c, 2), 12288);
+    sl_model_free(m);
+}
+
+Test(qwen25, dequant_matches_gguf_py, .timeout = 600) {
+    check_dequant(QWEN25, "qwen2.5-coder-dequant.tsv", 291);
 }

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: set-up (packages, build, default model), then
+#   1. ctest on the release build (unit, model, CLI, install; GPU tests skip without a GPU),
+#   2. the same suites under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/),
+#   3. a short libFuzzer run of the GGUF reader (build-fuzz/).
+# Set SL_FUZZ_SECONDS to fuzz longer (default 60).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs=$(nproc 2>/dev/null || echo 2)
+
+tools/setup.sh --no-run
+# The second, long-context model (Qwen2 family, 32K) is tested too.
+tools/fetch-model.sh qwen2.5-coder-0.5b
+
+echo "== tests (release build)"
+ctest --test-dir build --output-on-failure -j "$jobs"
+
+echo "== tests under ASan + UBSan"
+if [ ! -f build-asan/CMakeCache.txt ]; then
+  cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSL_SANITIZE=address,undefined \
+    -DSL_CUDA=OFF -DSL_BUILD_BENCH=OFF >/dev/null
+fi
+cmake --build build-asan -j "$jobs" >/dev/null
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  ctest --test-dir build-asan --output-on-failure -j "$jobs" -E 'test-install'
+
+echo "== fuzz smoke run"
+tools/fuzz.sh "${SL_FUZZ_SECONDS:-60}"
