@@ -30,3 +30,11 @@ int sl_cuda_device_info(int index, struct sl_device_info *out) {
 }
 
 #endif
+
+/* The backend a context runs on. Only the CPU backend computes whole steps today; the GPU
+ * backend joins here (and only here) when its decode path exists. */
+#include "core/backend.h"
+
+int sl_backend_create(int n_threads, struct sl_backend **out) {
+    return sl_backend_cpu_create(n_threads, out);
+}

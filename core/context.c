@@ -1,0 +1,199 @@
+/* A context and its forward pass: one transformer step over a chunk of tokens, written once
+ * against the backend seam (core/backend.h). Buffers are allocated at creation for a full
+ * chunk, so evaluating allocates nothing except a larger logits buffer on first use. */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/backend.h"
+#include "core/internal.h"
+#include "core/kv-cache.h"
+#include "spotlight/context.h"
+
+struct sl_context {
+    const sl_model *model;
+    const struct sl_model_config *cfg;
+    struct sl_backend *be;
+    struct sl_kv_cache kv;
+    int64_t n_past;
+    int32_t n_batch;
+
+    /* activations for one chunk of up to n_batch tokens */
+    float *x;     /* (n_batch, n_embd) residual stream */
+    float *xb;    /* (n_batch, n_embd) normed input */
+    float *q;     /* (n_batch, n_head*head_dim) */
+    float *k, *v; /* (n_batch, n_head_kv*head_dim) */
+    float *att;   /* (n_batch, n_head*head_dim) */
+    float *proj;  /* (n_batch, n_embd) */
+    float *gate, *up; /* (n_batch, n_ff) */
+    float *logits;    /* (logits_cap, n_vocab) */
+    int64_t logits_cap, logits_rows;
+    int64_t host_bytes;
+};
+
+struct sl_context_params sl_context_default_params(void) {
+    return (struct sl_context_params){.n_ctx = 0, .n_threads = 0, .n_batch = 256};
+}
+
+static float *alloc_f32(int64_t n, int64_t *total) {
+    *total += n * (int64_t)sizeof(float);
+    return malloc((size_t)n * sizeof(float));
+}
+
+int sl_context_create(const sl_model *m, const struct sl_context_params *p, sl_context **out) {
+    if (!m || !out) return sl_fail(SL_EINVAL, "sl_context_create: NULL argument");
+    struct sl_context_params pp = p ? *p : sl_context_default_params();
+    const struct sl_model_config *c = sl_model_config(m);
+    if (pp.n_ctx <= 0) pp.n_ctx = c->n_ctx_train;
+    if (pp.n_batch <= 0) pp.n_batch = 256;
+    if (pp.n_batch > pp.n_ctx) pp.n_batch = (int32_t)pp.n_ctx;
+    if (c->rope_scaling != SL_ROPE_SCALING_NONE && c->rope_scaling != SL_ROPE_SCALING_LINEAR)
+        return sl_fail(SL_EUNSUPPORTED, "rope scaling '%s' is not implemented yet", sl_rope_scaling_name(c->rope_scaling));
+    sl_context *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) return sl_fail(SL_ENOMEM, "out of memory");
+    ctx->model = m;
+    ctx->cfg = c;
+    ctx->n_batch = pp.n_batch;
+    int rc = sl_backend_create(pp.n_threads, &ctx->be);
+    if (!rc) rc = sl_kv_cache_init(&ctx->kv, c->n_layer, c->n_head_kv, c->head_dim, pp.n_ctx);
+    if (rc) {
+        sl_context_free(ctx);
+        return rc;
+    }
+    int64_t nb = pp.n_batch, q = (int64_t)c->n_head * c->head_dim, kv = (int64_t)c->n_head_kv * c->head_dim;
+    int64_t t = sl_kv_cache_bytes(&ctx->kv, pp.n_ctx);
+    ctx->x = alloc_f32(nb * c->n_embd, &t);
+    ctx->xb = alloc_f32(nb * c->n_embd, &t);
+    ctx->q = alloc_f32(nb * q, &t);
+    ctx->k = alloc_f32(nb * kv, &t);
+    ctx->v = alloc_f32(nb * kv, &t);
+    ctx->att = alloc_f32(nb * q, &t);
+    ctx->proj = alloc_f32(nb * c->n_embd, &t);
+    ctx->gate = alloc_f32(nb * c->n_ff, &t);
+    ctx->up = alloc_f32(nb * c->n_ff, &t);
+    ctx->logits = alloc_f32(c->n_vocab, &t);
+    ctx->logits_cap = 1;
+    ctx->host_bytes = t;
+    if (!ctx->x || !ctx->xb || !ctx->q || !ctx->k || !ctx->v || !ctx->att || !ctx->proj ||
+        !ctx->gate || !ctx->up || !ctx->logits) {
+        sl_context_free(ctx);
+        return sl_fail(SL_ENOMEM, "cannot allocate activations for a %" PRId64 "-token chunk", nb);
+    }
+    *out = ctx;
+    return 0;
+}
+
+void sl_context_free(sl_context *c) {
+    if (!c) return;
+    if (c->be) c->be->free(c->be);
+    sl_kv_cache_free(&c->kv);
+    free(c->x);
+    free(c->xb);
+    free(c->q);
+    free(c->k);
+    free(c->v);
+    free(c->att);
+    free(c->proj);
+    free(c->gate);
+    free(c->up);
+    free(c->logits);
+    free(c);
+}
+
+#define TRY(expr)                                                                              \
+    do {                                                                                       \
+        int rc_ = (expr);                                                                      \
+        if (rc_) return rc_;                                                                   \
+    } while (0)
+
+/* One layer over n tokens at positions pos0.. (x updated in place). */
+static int layer_forward(sl_context *ctx, int32_t il, int64_t n, int64_t pos0) {
+    const struct sl_model_config *c = ctx->cfg;
+    const struct sl_layer_weights *w = sl_model_layer(ctx->model, il);
+    struct sl_backend *be = ctx->be;
+    const int64_t qw = (int64_t)c->n_head * c->head_dim, kw = (int64_t)c->n_head_kv * c->head_dim;
+
+    TRY(be->rmsnorm(be, ctx->x, w->attn_norm->data, n, c->n_embd, c->norm_eps, ctx->xb));
+    TRY(be->matmul(be, w->wq, ctx->xb, n, ctx->q));
+    TRY(be->matmul(be, w->wk, ctx->xb, n, ctx->k));
+    TRY(be->matmul(be, w->wv, ctx->xb, n, ctx->v));
+    if (w->bq) {
+        TRY(be->add(be, ctx->q, w->bq->data, n, qw, 1));
+        TRY(be->add(be, ctx->k, w->bk->data, n, kw, 1));
+        TRY(be->add(be, ctx->v, w->bv->data, n, kw, 1));
+    }
+    TRY(be->rope(be, ctx->q, n, c->n_head, c, pos0));
+    TRY(be->rope(be, ctx->k, n, c->n_head_kv, c, pos0));
+    TRY(sl_kv_cache_write(&ctx->kv, il, pos0, n, ctx->k, ctx->v));
+    TRY(be->attention(be, &ctx->kv, il, ctx->q, n, pos0, c->n_head, ctx->att));
+    TRY(be->matmul(be, w->wo, ctx->att, n, ctx->proj));
+    TRY(be->add(be, ctx->x, ctx->proj, n, c->n_embd, n));
+
+    TRY(be->rmsnorm(be, ctx->x, w->ffn_norm->data, n, c->n_embd, c->norm_eps, ctx->xb));
+    TRY(be->matmul(be, w->w_gate, ctx->xb, n, ctx->gate));
+    TRY(be->matmul(be, w->w_up, ctx->xb, n, ctx->up));
+    TRY(be->swiglu(be, ctx->gate, ctx->up, n * c->n_ff, ctx->gate));
+    TRY(be->matmul(be, w->w_down, ctx->gate, n, ctx->proj));
+    TRY(be->add(be, ctx->x, ctx->proj, n, c->n_embd, n));
+    return 0;
+}
+
+/* Final norm and LM head for rows [r0, r0+rows) of the chunk into logits row `out_row`. */
+static int head_forward(sl_context *ctx, int64_t r0, int64_t rows, int64_t out_row) {
+    const struct sl_model_config *c = ctx->cfg;
+    struct sl_backend *be = ctx->be;
+    TRY(be->rmsnorm(be, ctx->x + r0 * c->n_embd, sl_model_output_norm(ctx->model)->data, rows,
+                    c->n_embd, c->norm_eps, ctx->xb));
+    return be->matmul(be, sl_model_output(ctx->model), ctx->xb, rows, ctx->logits + out_row * c->n_vocab);
+}
+
+int sl_context_eval(sl_context *ctx, const int32_t *tokens, int64_t n, bool all_logits) {
+    const struct sl_model_config *c = ctx->cfg;
+    if (n <= 0) return sl_fail(SL_EINVAL, "nothing to evaluate");
+    if (ctx->n_past + n > ctx->kv.n_ctx)
+        return sl_fail(SL_EBOUNDS, "%" PRId64 " tokens after %" PRId64 " exceed the context of %" PRId64,
+                       n, ctx->n_past, ctx->kv.n_ctx);
+    for (int64_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->n_vocab)
+            return sl_fail(SL_EINVAL, "token id %d at %" PRId64 " is outside the vocabulary (%d)", tokens[i], i, c->n_vocab);
+    int64_t rows = all_logits ? n : 1;
+    if (rows > ctx->logits_cap) {
+        float *l = realloc(ctx->logits, (size_t)rows * (size_t)c->n_vocab * sizeof(float));
+        if (!l) return sl_fail(SL_ENOMEM, "cannot hold logits for %" PRId64 " tokens", rows);
+        ctx->host_bytes += (rows - ctx->logits_cap) * c->n_vocab * (int64_t)sizeof(float);
+        ctx->logits = l;
+        ctx->logits_cap = rows;
+    }
+    for (int64_t done = 0; done < n;) {
+        int64_t m = n - done < ctx->n_batch ? n - done : ctx->n_batch, pos0 = ctx->n_past;
+        TRY(ctx->be->get_rows(ctx->be, sl_model_token_embd(ctx->model), tokens + done, m, ctx->x));
+        for (int32_t il = 0; il < c->n_layer; il++) {
+            int rc = layer_forward(ctx, il, m, pos0);
+            if (rc) {
+                ctx->n_past = pos0; /* this chunk's cache rows are not valid */
+                return rc;
+            }
+        }
+        if (all_logits)
+            TRY(head_forward(ctx, 0, m, done));
+        else if (done + m == n)
+            TRY(head_forward(ctx, m - 1, 1, 0));
+        ctx->n_past += m;
+        done += m;
+    }
+    ctx->logits_rows = rows;
+    return 0;
+}
+
+const float *sl_context_logits(const sl_context *c) { return c->logits; }
+int64_t sl_context_logits_rows(const sl_context *c) { return c->logits_rows; }
+int64_t sl_context_n_past(const sl_context *c) { return c->n_past; }
+int64_t sl_context_n_ctx(const sl_context *c) { return c->kv.n_ctx; }
+int64_t sl_context_host_bytes(const sl_context *c) { return c->host_bytes; }
+
+int sl_context_truncate(sl_context *c, int64_t n_past) {
+    if (n_past < 0 || n_past > c->n_past)
+        return sl_fail(SL_EINVAL, "cannot truncate to %" PRId64 " (have %" PRId64 ")", n_past, c->n_past);
+    c->n_past = n_past;
+    return 0;
+}

@@ -1,0 +1,177 @@
+/* Dense causal attention (see attention.h). */
+#include "cpu/attention.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "core/internal.h"
+#include "cpu/f16-row.h"
+
+#define DECODE_MAX_ROWS 8
+
+/* ---- decode: flash-decoding over position slices ---------------------------------------- */
+
+struct decode_task {
+    const struct sl_kv_cache *kv;
+    int32_t layer, n_head, n_rep, hd;
+    const float *q;  /* (n_head, hd), f16-rounded */
+    int64_t len;     /* positions [0, len) */
+    float scale;
+    float *part;     /* (nth, n_head, hd + 2): acc, max, sum */
+    float *scores;   /* (nth, slice, n_rep) */
+    int64_t slice;
+};
+
+static void decode_slice(void *arg, int ith, int nth) {
+    const struct decode_task *t = arg;
+    int64_t j0, j1;
+    sl_split_range(t->len, ith, nth, &j0, &j1);
+    const int hd = t->hd, nr = t->n_rep;
+    float *sc = t->scores + (size_t)ith * (size_t)t->slice * (size_t)nr;
+    for (int32_t g = 0; g < t->kv->n_head_kv; g++) {
+        const uint16_t *k = sl_kv_cache_k(t->kv, t->layer, g, 0), *v = sl_kv_cache_v(t->kv, t->layer, g, 0);
+        float mx[64];
+        for (int r = 0; r < nr; r++) mx[r] = -INFINITY;
+        for (int64_t j = j0; j < j1; j++)
+            for (int r = 0; r < nr; r++) {
+                float s = sl_f16_dot_f32(k + j * hd, t->q + (size_t)(g * nr + r) * hd, hd) * t->scale;
+                sc[(j - j0) * nr + r] = s;
+                if (s > mx[r]) mx[r] = s;
+            }
+        for (int r = 0; r < nr; r++) {
+            float *p = t->part + ((size_t)ith * t->n_head + (size_t)(g * nr + r)) * (size_t)(hd + 2);
+            memset(p, 0, (size_t)hd * sizeof *p);
+            float sum = 0;
+            for (int64_t j = j0; j < j1; j++) {
+                float e = expf(sc[(j - j0) * nr + r] - mx[r]);
+                sum += e;
+                sl_f16_axpy(e, v + j * hd, p, hd);
+            }
+            p[hd] = mx[r];
+            p[hd + 1] = sum;
+        }
+    }
+}
+
+static int attend_decode(sl_threadpool *pool, struct sl_attn_scratch *s, const struct sl_kv_cache *kv,
+                         int32_t layer, const float *q, int64_t n, int64_t pos0, int32_t n_head, float *out) {
+    const int hd = kv->head_dim, nth = sl_threadpool_size(pool), nr = n_head / kv->n_head_kv;
+    if (nr > 64) return sl_fail(SL_EUNSUPPORTED, "GQA groups over 64 heads");
+    int64_t max_len = pos0 + n, slice = (max_len + nth - 1) / nth;
+    float *qr = sl_scratch_get(&s->q, (size_t)n_head * (size_t)hd * sizeof(float));
+    float *part = sl_scratch_get(&s->part, (size_t)nth * (size_t)n_head * (size_t)(hd + 2) * sizeof(float));
+    float *scores = sl_scratch_get(&s->scores, (size_t)nth * (size_t)slice * (size_t)nr * sizeof(float));
+    if (!qr || !part || !scores) return SL_ENOMEM;
+    for (int64_t t = 0; t < n; t++) {
+        int64_t len = pos0 + t + 1;
+        memcpy(qr, q + t * n_head * hd, (size_t)n_head * (size_t)hd * sizeof(float));
+        sl_round_to_f16(qr, (int64_t)n_head * hd);
+        struct decode_task dt = {kv, layer, n_head, nr, hd, qr, len, 1.0f / sqrtf((float)hd),
+                                 part, scores, slice};
+        sl_threadpool_run(pool, decode_slice, &dt);
+        /* Merge the slices' partial softmaxes: rescale each to the global max. */
+        for (int32_t h = 0; h < n_head; h++) {
+            float *o = out + (t * n_head + h) * hd, m = -INFINITY, l = 0;
+            for (int i = 0; i < nth; i++) {
+                const float *p = part + ((size_t)i * n_head + (size_t)h) * (size_t)(hd + 2);
+                if (p[hd + 1] > 0 && p[hd] > m) m = p[hd];
+            }
+            memset(o, 0, (size_t)hd * sizeof *o);
+            for (int i = 0; i < nth; i++) {
+                const float *p = part + ((size_t)i * n_head + (size_t)h) * (size_t)(hd + 2);
+                if (p[hd + 1] <= 0) continue; /* empty slice */
+                float f = expf(p[hd] - m);
+                l += f * p[hd + 1];
+                for (int d = 0; d < hd; d++) o[d] += f * p[d];
+            }
+            for (int d = 0; d < hd; d++) o[d] /= l;
+        }
+    }
+    return 0;
+}
+
+/* ---- prefill: sgemm per head ------------------------------------------------------------ */
+
+struct softmax_task {
+    float *s;
+    int64_t n, len, pos0;
+    float scale;
+};
+
+static void softmax_rows(void *arg, int ith, int nth) {
+    const struct softmax_task *t = arg;
+    int64_t r0, r1;
+    sl_split_range(t->n, ith, nth, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++) {
+        float *row = t->s + r * t->len;
+        int64_t visible = t->pos0 + r + 1; /* causal: positions [0, pos0 + r] */
+        float m = -INFINITY, sum = 0;
+        for (int64_t j = 0; j < visible; j++) {
+            row[j] *= t->scale;
+            if (row[j] > m) m = row[j];
+        }
+        for (int64_t j = 0; j < visible; j++) sum += row[j] = expf(row[j] - m);
+        float inv = 1.0f / sum;
+        for (int64_t j = 0; j < visible; j++) row[j] *= inv;
+        for (int64_t j = visible; j < t->len; j++) row[j] = 0;
+    }
+}
+
+struct convert_task {
+    const uint16_t *src;
+    float *dst;
+    int64_t n;
+};
+
+static void convert_rows(void *arg, int ith, int nth) {
+    const struct convert_task *t = arg;
+    int64_t a, b;
+    sl_split_range(t->n, ith, nth, &a, &b);
+    sl_f16_row_to_f32(t->src + a, t->dst + a, b - a);
+}
+
+static int attend_prefill(sl_threadpool *pool, struct sl_attn_scratch *s, const struct sl_kv_cache *kv,
+                          int32_t layer, const float *q, int64_t n, int64_t pos0, int32_t n_head, float *out) {
+    const int hd = kv->head_dim, nr = n_head / kv->n_head_kv;
+    const int64_t len = pos0 + n, width = (int64_t)n_head * hd;
+    float *qr = sl_scratch_get(&s->q, (size_t)n * (size_t)width * sizeof(float));
+    float *kf = sl_scratch_get(&s->kf, (size_t)len * (size_t)hd * sizeof(float));
+    float *vf = sl_scratch_get(&s->vf, (size_t)len * (size_t)hd * sizeof(float));
+    float *sc = sl_scratch_get(&s->scores, (size_t)n * (size_t)len * sizeof(float));
+    if (!qr || !kf || !vf || !sc) return SL_ENOMEM;
+    memcpy(qr, q, (size_t)n * (size_t)width * sizeof(float));
+    sl_round_to_f16(qr, n * width);
+    for (int32_t g = 0; g < kv->n_head_kv; g++) {
+        struct convert_task ck = {sl_kv_cache_k(kv, layer, g, 0), kf, len * hd};
+        struct convert_task cv = {sl_kv_cache_v(kv, layer, g, 0), vf, len * hd};
+        sl_threadpool_run(pool, convert_rows, &ck);
+        sl_threadpool_run(pool, convert_rows, &cv);
+        for (int r = 0; r < nr; r++) {
+            int32_t h = g * nr + r;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)len, hd, 1.0f,
+                        qr + h * hd, (int)width, kf, hd, 0.0f, sc, (int)len);
+            struct softmax_task st = {sc, n, len, pos0, 1.0f / sqrtf((float)hd)};
+            sl_threadpool_run(pool, softmax_rows, &st);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, hd, (int)len, 1.0f, sc,
+                        (int)len, vf, hd, 0.0f, out + h * hd, (int)width);
+        }
+    }
+    return 0;
+}
+
+int sl_cpu_attention(sl_threadpool *pool, struct sl_attn_scratch *s, const struct sl_kv_cache *kv,
+                     int32_t layer, const float *q, int64_t n, int64_t pos0, int32_t n_head, float *out) {
+    if (n_head % kv->n_head_kv) return sl_fail(SL_EINVAL, "heads not a multiple of KV heads");
+    if (pos0 + n > kv->n_ctx) return sl_fail(SL_EBOUNDS, "attention past the cache capacity");
+    if (n <= DECODE_MAX_ROWS) return attend_decode(pool, s, kv, layer, q, n, pos0, n_head, out);
+    return attend_prefill(pool, s, kv, layer, q, n, pos0, n_head, out);
+}
+
+void sl_attn_scratch_free(struct sl_attn_scratch *s) {
+    sl_scratch_free(&s->q);
+    sl_scratch_free(&s->part);
+    sl_scratch_free(&s->scores);
+    sl_scratch_free(&s->kf);
+    sl_scratch_free(&s->vf);
+}

@@ -1,0 +1,89 @@
+/* Matrix products of weights with activations (see matmul.h for the two paths). */
+#include "cpu/matmul.h"
+
+#include <cblas.h>
+#include <inttypes.h>
+
+#include "core/internal.h"
+#include "cpu/vec-dot.h"
+#include "spotlight/quant.h"
+
+#define WSLICE_BYTES (8u << 20) /* f32 weight slice for sgemm: bounds the scratch */
+
+struct dot_task {
+    sl_vec_dot_fn dot;
+    const uint8_t *w, *xq;
+    size_t w_row, xq_row;
+    int64_t n, k, m;
+    float *y;
+};
+
+static void dot_rows(void *arg, int ith, int nth) {
+    const struct dot_task *t = arg;
+    int64_t r0, r1;
+    sl_split_range(t->m, ith, nth, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *row = t->w + (size_t)r * t->w_row;
+        for (int64_t i = 0; i < t->n; i++) t->y[i * t->m + r] = t->dot(row, t->xq + (size_t)i * t->xq_row, t->k);
+    }
+}
+
+struct dequant_task {
+    int type;
+    const uint8_t *src;
+    size_t w_row;
+    int64_t k, rows;
+    float *dst;
+};
+
+static void dequant_rows(void *arg, int ith, int nth) {
+    const struct dequant_task *t = arg;
+    int64_t r0, r1;
+    sl_split_range(t->rows, ith, nth, &r0, &r1);
+    if (r1 > r0) sl_dequant_f32(t->type, t->src + (size_t)r0 * t->w_row, t->dst + r0 * t->k, (r1 - r0) * t->k);
+}
+
+static int matmul_dot(sl_threadpool *pool, struct sl_matmul_scratch *s, const struct sl_gguf_tensor *w,
+                      const float *x, int64_t n, float *y) {
+    int64_t k = w->ne[0], m = w->ne[1];
+    struct sl_vec_dot vd = sl_vec_dot_for(w->type);
+    if (!vd.dot) return sl_fail(SL_EUNSUPPORTED, "no dot kernel for %s weights", sl_type_name(w->type));
+    size_t xq_row = sl_act_row_bytes(vd.act, k);
+    uint8_t *xq = sl_scratch_get(&s->act, xq_row * (size_t)n);
+    if (!xq) return SL_ENOMEM;
+    for (int64_t i = 0; i < n; i++) sl_act_quantize(vd.act, x + i * k, xq + (size_t)i * xq_row, k);
+    struct dot_task t = {vd.dot, w->data, xq, (size_t)sl_type_row_bytes(w->type, k), xq_row, n, k, m, y};
+    sl_threadpool_run(pool, dot_rows, &t);
+    return 0;
+}
+
+static int matmul_sgemm(sl_threadpool *pool, struct sl_matmul_scratch *s, const struct sl_gguf_tensor *w,
+                        const float *x, int64_t n, float *y) {
+    int64_t k = w->ne[0], m = w->ne[1];
+    int64_t slice = WSLICE_BYTES / (sizeof(float) * (size_t)k);
+    if (slice < 1) slice = 1;
+    if (slice > m) slice = m;
+    float *wf = sl_scratch_get(&s->wf32, (size_t)slice * (size_t)k * sizeof(float));
+    if (!wf) return SL_ENOMEM;
+    size_t w_row = (size_t)sl_type_row_bytes(w->type, k);
+    for (int64_t r0 = 0; r0 < m; r0 += slice) {
+        int64_t rows = m - r0 < slice ? m - r0 : slice;
+        const float *wp = wf;
+        if (w->type == SL_TYPE_F32) {
+            wp = (const float *)w->data + r0 * k;
+        } else {
+            struct dequant_task dt = {w->type, (const uint8_t *)w->data + (size_t)r0 * w_row, w_row, k, rows, wf};
+            sl_threadpool_run(pool, dequant_rows, &dt);
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)rows, (int)k, 1.0f, x, (int)k,
+                    wp, (int)k, 0.0f, y + r0, (int)m);
+    }
+    return 0;
+}
+
+int sl_cpu_matmul(sl_threadpool *pool, struct sl_matmul_scratch *s, const struct sl_gguf_tensor *w,
+                  const float *x, int64_t n, float *y) {
+    if (n <= 0) return 0;
+    if (n <= SL_MATMUL_DOT_MAX_ROWS) return matmul_dot(pool, s, w, x, n, y);
+    return matmul_sgemm(pool, s, w, x, n, y);
+}

@@ -1,0 +1,26 @@
+/* y (n, m) = x (n, k) . W^T for a GGUF weight W of shape (k, m) in any supported type.
+ * Few rows (decode): activations are quantized once and every thread takes a slice of W's
+ * rows through the integer dot kernels (cpu/vec-dot.h) — W is read once, at memory speed.
+ * Many rows (prefill): W is dequantized slice by slice into f32 and multiplied with
+ * OpenBLAS sgemm, where arithmetic, not bytes, is the limit. */
+#ifndef SL_CPU_MATMUL_H
+#define SL_CPU_MATMUL_H
+
+#include <stdint.h>
+
+#include "cpu/scratch.h"
+#include "cpu/threadpool.h"
+#include "spotlight/gguf.h"
+
+/* Up to this many rows of x use the quantized dot path. */
+#define SL_MATMUL_DOT_MAX_ROWS 8
+
+struct sl_matmul_scratch {
+    struct sl_scratch act;   /* quantized activations */
+    struct sl_scratch wf32;  /* dequantized weight slice */
+};
+
+int sl_cpu_matmul(sl_threadpool *pool, struct sl_matmul_scratch *s, const struct sl_gguf_tensor *w,
+                  const float *x, int64_t n, float *y);
+
+#endif

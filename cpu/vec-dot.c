@@ -1,0 +1,311 @@
+/* Weight-row x activation-row dot products: scalar reference kernels for every pairing and
+ * AVX2 kernels for the 32-element formats, chosen at run time. */
+#include "cpu/vec-dot.h"
+
+#include <math.h>
+#include <stdbool.h>
+#include <string.h>
+
+#include "core/quant-internal.h"
+#include "spotlight/cpu.h"
+#include "spotlight/quant.h"
+
+#define QK 32
+
+/* ---- activation quantization ----------------------------------------------------------- */
+
+size_t sl_act_row_bytes(enum sl_act_format f, int64_t n) {
+    switch (f) {
+    case SL_ACT_Q8_0: return (size_t)(n / QK) * 34;
+    case SL_ACT_Q8_1: return (size_t)(n / QK) * 36;
+    default: return (size_t)n * sizeof(float);
+    }
+}
+
+static void store_le16(uint8_t *p, uint16_t v) {
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+/* Same rounding as ggml's reference quantize_row_q8_0/q8_1: d = amax/127 kept in f32 to
+ * compute q, stored as f16; q = round-half-away(x/d). */
+void sl_act_quantize(enum sl_act_format f, const float *x, void *out, int64_t n) {
+    if (f == SL_ACT_F32) {
+        memcpy(out, x, (size_t)n * sizeof(float));
+        return;
+    }
+    uint8_t *o = out;
+    size_t bb = f == SL_ACT_Q8_1 ? 36 : 34;
+    for (int64_t b = 0; b < n / QK; b++, x += QK, o += bb) {
+        float amax = 0;
+        for (int j = 0; j < QK; j++) amax = fmaxf(amax, fabsf(x[j]));
+        float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
+        int8_t *q = (int8_t *)(o + (f == SL_ACT_Q8_1 ? 4 : 2));
+        int sum = 0;
+        for (int j = 0; j < QK; j++) {
+            q[j] = (int8_t)roundf(x[j] * id);
+            sum += q[j];
+        }
+        store_le16(o, sl_f32_to_f16(d));
+        if (f == SL_ACT_Q8_1) store_le16(o + 2, sl_f32_to_f16((float)sum * d));
+    }
+}
+
+/* ---- scalar kernels --------------------------------------------------------------------- */
+
+static float h(const uint8_t *p) { return sl_half_to_float(sl_load_le16(p)); }
+
+static float dot_q4_0_q8_0(const void *w, const void *x, int64_t n) {
+    const uint8_t *a = w, *b = x;
+    float acc = 0;
+    for (int64_t i = 0; i < n / QK; i++, a += 18, b += 34) {
+        const int8_t *q8 = (const int8_t *)(b + 2);
+        int s = 0;
+        for (int j = 0; j < 16; j++)
+            s += ((a[2 + j] & 0xf) - 8) * q8[j] + ((a[2 + j] >> 4) - 8) * q8[j + 16];
+        acc += h(a) * h(b) * (float)s;
+    }
+    return acc;
+}
+
+static float dot_q4_1_q8_1(const void *w, const void *x, int64_t n) {
+    const uint8_t *a = w, *b = x;
+    float acc = 0;
+    for (int64_t i = 0; i < n / QK; i++, a += 20, b += 36) {
+        const int8_t *q8 = (const int8_t *)(b + 4);
+        int s = 0;
+        for (int j = 0; j < 16; j++) s += (a[4 + j] & 0xf) * q8[j] + (a[4 + j] >> 4) * q8[j + 16];
+        acc += h(a) * h(b) * (float)s + h(a + 2) * h(b + 2);
+    }
+    return acc;
+}
+
+static float dot_q5_0_q8_0(const void *w, const void *x, int64_t n) {
+    const uint8_t *a = w, *b = x;
+    float acc = 0;
+    for (int64_t i = 0; i < n / QK; i++, a += 22, b += 34) {
+        const int8_t *q8 = (const int8_t *)(b + 2);
+        uint32_t qh = sl_load_le32(a + 2);
+        int s = 0;
+        for (int j = 0; j < 16; j++) {
+            int lo = (a[6 + j] & 0xf) | (int)((qh >> j) & 1) << 4;
+            int hi = (a[6 + j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
+            s += (lo - 16) * q8[j] + (hi - 16) * q8[j + 16];
+        }
+        acc += h(a) * h(b) * (float)s;
+    }
+    return acc;
+}
+
+static float dot_q5_1_q8_1(const void *w, const void *x, int64_t n) {
+    const uint8_t *a = w, *b = x;
+    float acc = 0;
+    for (int64_t i = 0; i < n / QK; i++, a += 24, b += 36) {
+        const int8_t *q8 = (const int8_t *)(b + 4);
+        uint32_t qh = sl_load_le32(a + 4);
+        int s = 0;
+        for (int j = 0; j < 16; j++) {
+            int lo = (a[8 + j] & 0xf) | (int)((qh >> j) & 1) << 4;
+            int hi = (a[8 + j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
+            s += lo * q8[j] + hi * q8[j + 16];
+        }
+        acc += h(a) * h(b) * (float)s + h(a + 2) * h(b + 2);
+    }
+    return acc;
+}
+
+static float dot_q8_0_q8_0(const void *w, const void *x, int64_t n) {
+    const uint8_t *a = w, *b = x;
+    float acc = 0;
+    for (int64_t i = 0; i < n / QK; i++, a += 34, b += 34) {
+        const int8_t *qa = (const int8_t *)(a + 2), *qb = (const int8_t *)(b + 2);
+        int s = 0;
+        for (int j = 0; j < QK; j++) s += qa[j] * qb[j];
+        acc += h(a) * h(b) * (float)s;
+    }
+    return acc;
+}
+
+static float dot_f32(const void *w, const void *x, int64_t n) {
+    const float *a = w, *b = x;
+    float acc = 0;
+    for (int64_t i = 0; i < n; i++) acc += a[i] * b[i];
+    return acc;
+}
+
+/* Any dequantizable type against f32 activations, a block at a time (K-quants, F16, BF16). */
+#define GENERIC_DOT(name, type)                                                                 \
+    static float name(const void *w, const void *x, int64_t n) {                               \
+        const int64_t be = sl_type_block_elems(type);                                          \
+        const size_t bb = sl_type_block_bytes(type);                                           \
+        const uint8_t *a = w;                                                                  \
+        const float *b = x;                                                                    \
+        float buf[256], acc = 0;                                                               \
+        int64_t step = be >= 256 ? be : 256 / be * be;                                         \
+        for (int64_t i = 0; i < n; i += step) {                                                \
+            int64_t m = n - i < step ? n - i : step;                                           \
+            sl_dequant_f32(type, a + (size_t)(i / be) * bb, buf, m);                           \
+            for (int64_t j = 0; j < m; j++) acc += buf[j] * b[i + j];                          \
+        }                                                                                      \
+        return acc;                                                                            \
+    }
+GENERIC_DOT(dot_f16_f32, SL_TYPE_F16)
+GENERIC_DOT(dot_bf16_f32, SL_TYPE_BF16)
+GENERIC_DOT(dot_q4_k_f32, SL_TYPE_Q4_K)
+GENERIC_DOT(dot_q5_k_f32, SL_TYPE_Q5_K)
+GENERIC_DOT(dot_q6_k_f32, SL_TYPE_Q6_K)
+
+/* ---- AVX2 kernels ----------------------------------------------------------------------- */
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+
+AVX2 static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* 16 packed bytes -> 32 nibbles: low nibbles in lanes 0..15, high nibbles in 16..31, the
+ * element order of the 32-element formats. */
+AVX2 static inline __m256i unpack_nibbles(const uint8_t *p) {
+    __m128i v = _mm_loadu_si128((const __m128i *)p);
+    __m256i both = _mm256_set_m128i(_mm_srli_epi16(v, 4), v);
+    return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
+}
+
+/* sum of u8 x s8 products, as 8 int32 lanes converted to float */
+AVX2 static inline __m256 mul_u8_s8(__m256i u, __m256i s) {
+    __m256i p16 = _mm256_maddubs_epi16(u, s);
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+}
+
+/* s8 x s8 via |a| * sign(b, a) */
+AVX2 static inline __m256 mul_s8_s8(__m256i a, __m256i b) {
+    return mul_u8_s8(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
+}
+
+AVX2 static inline float half(const uint8_t *p) {
+    return _cvtsh_ss(sl_load_le16(p));
+}
+
+AVX2 static float dot_q4_0_q8_0_avx2(const void *w, const void *x, int64_t n) {
+    const uint8_t *a = w, *b = x;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QK; i++, a += 18, b += 34) {
+        __m256i qa = _mm256_sub_epi8(unpack_nibbles(a + 2), _mm256_set1_epi8(8));
+        __m256i qb = _mm256_loadu_si256((const __m256i *)(b + 2));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(half(a) * half(b)), mul_s8_s8(qa, qb), acc);
+    }
+    return hsum8(acc);
+}
+
+AVX2 static float dot_q4_1_q8_1_avx2(const void *w, const void *x, int64_t n) {
+    const uint8_t *a = w, *b = x;
+    __m256 acc = _mm256_setzero_ps();
+    float mins = 0;
+    for (int64_t i = 0; i < n / QK; i++, a += 20, b += 36) {
+        __m256i qb = _mm256_loadu_si256((const __m256i *)(b + 4));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(half(a) * half(b)), mul_u8_s8(unpack_nibbles(a + 4), qb), acc);
+        mins += half(a + 2) * half(b + 2);
+    }
+    return hsum8(acc) + mins;
+}
+
+AVX2 static float dot_q8_0_q8_0_avx2(const void *w, const void *x, int64_t n) {
+    const uint8_t *a = w, *b = x;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QK; i++, a += 34, b += 34) {
+        __m256i qa = _mm256_loadu_si256((const __m256i *)(a + 2));
+        __m256i qb = _mm256_loadu_si256((const __m256i *)(b + 2));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(half(a) * half(b)), mul_s8_s8(qa, qb), acc);
+    }
+    return hsum8(acc);
+}
+
+/* The 32 fifth bits of a Q5 block as bytes 0x10 or 0x00, in element order. */
+AVX2 static inline __m256i q5_high_bits(const uint8_t *qh_p) {
+    uint32_t qh = sl_load_le32(qh_p);
+    __m256i v = _mm256_set1_epi32((int)qh);
+    const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
+                                           0x0101010101010101, 0x0000000000000000);
+    v = _mm256_shuffle_epi8(v, shuf); /* byte j holds qh byte j/8 */
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
+}
+
+AVX2 static float dot_q5_0_q8_0_avx2(const void *w, const void *x, int64_t n) {
+    const uint8_t *a = w, *b = x;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QK; i++, a += 22, b += 34) {
+        __m256i q = _mm256_or_si256(unpack_nibbles(a + 6), q5_high_bits(a + 2));
+        q = _mm256_sub_epi8(q, _mm256_set1_epi8(16));
+        __m256i qb = _mm256_loadu_si256((const __m256i *)(b + 2));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(half(a) * half(b)), mul_s8_s8(q, qb), acc);
+    }
+    return hsum8(acc);
+}
+
+AVX2 static float dot_f32_avx2(const void *w, const void *x, int64_t n) {
+    const float *a = w, *b = x;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+    }
+    float s = hsum8(_mm256_add_ps(acc0, acc1));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+#endif
+
+/* ---- dispatch --------------------------------------------------------------------------- */
+
+static int g_force_scalar;
+
+int sl_vec_dot_force_scalar(int on) {
+    int prev = g_force_scalar;
+    g_force_scalar = on;
+    return prev;
+}
+
+static bool have_avx2(void) {
+    static int cached = -1;
+    if (cached < 0) {
+        struct sl_cpu_info ci;
+        sl_cpu_info_get(&ci);
+        cached = ci.avx2 && ci.fma && ci.f16c;
+    }
+    return cached && !g_force_scalar;
+}
+
+struct sl_vec_dot sl_vec_dot_for(int type) {
+    bool v = have_avx2();
+    switch (type) {
+#if defined(__x86_64__)
+    case SL_TYPE_Q4_0: return (struct sl_vec_dot){SL_ACT_Q8_0, v ? dot_q4_0_q8_0_avx2 : dot_q4_0_q8_0};
+    case SL_TYPE_Q4_1: return (struct sl_vec_dot){SL_ACT_Q8_1, v ? dot_q4_1_q8_1_avx2 : dot_q4_1_q8_1};
+    case SL_TYPE_Q5_0: return (struct sl_vec_dot){SL_ACT_Q8_0, v ? dot_q5_0_q8_0_avx2 : dot_q5_0_q8_0};
+    case SL_TYPE_Q8_0: return (struct sl_vec_dot){SL_ACT_Q8_0, v ? dot_q8_0_q8_0_avx2 : dot_q8_0_q8_0};
+    case SL_TYPE_F32: return (struct sl_vec_dot){SL_ACT_F32, v ? dot_f32_avx2 : dot_f32};
+#else
+    case SL_TYPE_Q4_0: return (struct sl_vec_dot){SL_ACT_Q8_0, dot_q4_0_q8_0};
+    case SL_TYPE_Q4_1: return (struct sl_vec_dot){SL_ACT_Q8_1, dot_q4_1_q8_1};
+    case SL_TYPE_Q5_0: return (struct sl_vec_dot){SL_ACT_Q8_0, dot_q5_0_q8_0};
+    case SL_TYPE_Q8_0: return (struct sl_vec_dot){SL_ACT_Q8_0, dot_q8_0_q8_0};
+    case SL_TYPE_F32: return (struct sl_vec_dot){SL_ACT_F32, dot_f32};
+#endif
+    case SL_TYPE_Q5_1: return (struct sl_vec_dot){SL_ACT_Q8_1, dot_q5_1_q8_1};
+    case SL_TYPE_F16: return (struct sl_vec_dot){SL_ACT_F32, dot_f16_f32};
+    case SL_TYPE_BF16: return (struct sl_vec_dot){SL_ACT_F32, dot_bf16_f32};
+    case SL_TYPE_Q4_K: return (struct sl_vec_dot){SL_ACT_F32, dot_q4_k_f32};
+    case SL_TYPE_Q5_K: return (struct sl_vec_dot){SL_ACT_F32, dot_q5_k_f32};
+    case SL_TYPE_Q6_K: return (struct sl_vec_dot){SL_ACT_F32, dot_q6_k_f32};
+    default: return (struct sl_vec_dot){SL_ACT_F32, NULL};
+    }
+}

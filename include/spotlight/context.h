@@ -1,0 +1,57 @@
+/* A context: one model running on one backend with its KV cache, evaluating tokens at the
+ * next positions and exposing the logits. Dense attention over the whole cache; the sparse
+ * (Spotlight) path plugs in behind the same calls.
+ *
+ *   struct sl_context_params p = sl_context_default_params();
+ *   p.n_ctx = 4096;
+ *   sl_context *c; sl_context_create(model, &p, &c);
+ *   sl_context_eval(c, prompt, n_prompt, false);   // prefill; logits of the last token
+ *   ... sample from sl_context_logits(c) ..., sl_context_eval(c, &tok, 1, false) ... */
+#ifndef SPOTLIGHT_CONTEXT_H
+#define SPOTLIGHT_CONTEXT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "spotlight/model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct sl_context_params {
+    int64_t n_ctx;     /* KV capacity in tokens (0: the model's trained context) */
+    int32_t n_threads; /* <= 0: one per physical core */
+    int32_t n_batch;   /* prefill chunk size in tokens */
+};
+
+struct sl_context_params sl_context_default_params(void);
+
+typedef struct sl_context sl_context;
+
+/* The model must outlive the context. 0 or SL_ENOMEM / SL_EUNSUPPORTED / SL_EINVAL. */
+int sl_context_create(const sl_model *m, const struct sl_context_params *p, sl_context **out);
+void sl_context_free(sl_context *c); /* NULL is a no-op */
+
+/* Evaluates n tokens at positions n_past .. n_past+n-1 (in chunks of n_batch). With
+ * all_logits the logits of every token are kept ((n, n_vocab), row-major), else only the
+ * last token's. SL_EBOUNDS if the context would overflow (nothing is evaluated then);
+ * SL_EINVAL for token ids outside the vocabulary. */
+int sl_context_eval(sl_context *c, const int32_t *tokens, int64_t n, bool all_logits);
+
+/* Logits of the last eval: (n_rows, n_vocab). Valid until the next eval. */
+const float *sl_context_logits(const sl_context *c);
+int64_t sl_context_logits_rows(const sl_context *c);
+
+int64_t sl_context_n_past(const sl_context *c);
+int64_t sl_context_n_ctx(const sl_context *c);
+/* Forgets positions >= n_past (to rewind or restart). */
+int sl_context_truncate(sl_context *c, int64_t n_past);
+
+/* Bytes the context holds in host memory (KV cache + activations). */
+int64_t sl_context_host_bytes(const sl_context *c);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
