@@ -102,6 +102,7 @@ static void op_free(struct sl_backend *be) {
     sl_threadpool_free(c->pool);
     sl_scratch_free(&c->mm.act);
     sl_scratch_free(&c->mm.wf32);
+    sl_scratch_free(&c->mm.xf32);
     sl_attn_scratch_free(&c->attn);
     free(c);
 }

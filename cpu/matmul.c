@@ -57,9 +57,27 @@ static int matmul_dot(sl_threadpool *pool, struct sl_matmul_scratch *s, const st
     return 0;
 }
 
+/* x rounded through the 8-bit activation format the dot path uses, so both paths compute the
+ * same products (and match llama.cpp, which quantizes activations for every batch size). */
+static const float *fake_quantize(struct sl_matmul_scratch *s, enum sl_act_format f, const float *x,
+                                  int64_t n, int64_t k) {
+    if (f == SL_ACT_F32) return x;
+    size_t row = sl_act_row_bytes(f, k);
+    uint8_t *q = sl_scratch_get(&s->act, row);
+    float *xf = sl_scratch_get(&s->xf32, (size_t)n * (size_t)k * sizeof(float));
+    if (!q || !xf) return NULL;
+    for (int64_t i = 0; i < n; i++) {
+        sl_act_quantize(f, x + i * k, q, k);
+        sl_act_dequantize(f, q, xf + i * k, k);
+    }
+    return xf;
+}
+
 static int matmul_sgemm(sl_threadpool *pool, struct sl_matmul_scratch *s, const struct sl_gguf_tensor *w,
-                        const float *x, int64_t n, float *y) {
+                        const float *x_in, int64_t n, float *y) {
     int64_t k = w->ne[0], m = w->ne[1];
+    const float *x = fake_quantize(s, sl_vec_dot_for(w->type).act, x_in, n, k);
+    if (!x) return SL_ENOMEM;
     int64_t slice = WSLICE_BYTES / (sizeof(float) * (size_t)k);
     if (slice < 1) slice = 1;
     if (slice > m) slice = m;

@@ -2,7 +2,8 @@
  * Few rows (decode): activations are quantized once and every thread takes a slice of W's
  * rows through the integer dot kernels (cpu/vec-dot.h) — W is read once, at memory speed.
  * Many rows (prefill): W is dequantized slice by slice into f32 and multiplied with
- * OpenBLAS sgemm, where arithmetic, not bytes, is the limit. */
+ * OpenBLAS sgemm, where arithmetic, not bytes, is the limit. Both paths see activations
+ * rounded to the same 8-bit blocks, so they agree to float rounding. */
 #ifndef SL_CPU_MATMUL_H
 #define SL_CPU_MATMUL_H
 
@@ -18,6 +19,7 @@
 struct sl_matmul_scratch {
     struct sl_scratch act;   /* quantized activations */
     struct sl_scratch wf32;  /* dequantized weight slice */
+    struct sl_scratch xf32;  /* activations rounded through the 8-bit format */
 };
 
 int sl_cpu_matmul(sl_threadpool *pool, struct sl_matmul_scratch *s, const struct sl_gguf_tensor *w,

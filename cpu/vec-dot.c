@@ -51,6 +51,20 @@ void sl_act_quantize(enum sl_act_format f, const float *x, void *out, int64_t n)
     }
 }
 
+void sl_act_dequantize(enum sl_act_format f, const void *in, float *x, int64_t n) {
+    if (f == SL_ACT_F32) {
+        memcpy(x, in, (size_t)n * sizeof(float));
+        return;
+    }
+    const uint8_t *b = in;
+    size_t bb = f == SL_ACT_Q8_1 ? 36 : 34, off = f == SL_ACT_Q8_1 ? 4 : 2;
+    for (int64_t i = 0; i < n / QK; i++, b += bb, x += QK) {
+        float d = sl_half_to_float(sl_load_le16(b));
+        const int8_t *q = (const int8_t *)(b + off);
+        for (int j = 0; j < QK; j++) x[j] = d * (float)q[j];
+    }
+}
+
 /* ---- scalar kernels --------------------------------------------------------------------- */
 
 static float h(const uint8_t *p) { return sl_half_to_float(sl_load_le16(p)); }

@@ -3,5 +3,7 @@
 #define SL_TOOLS_COMMANDS_H
 
 int cmd_inspect(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_perplexity(int argc, char **argv);
 
 #endif

@@ -13,7 +13,7 @@ run_main=1
 say() { echo "setup: $*"; }
 
 # ---- system packages -------------------------------------------------------------------------
-pkgs="build-essential cmake pkg-config libopenblas-dev libhwloc-dev liburing-dev libcriterion-dev
+pkgs="build-essential cmake pkg-config libopenblas-dev libhwloc-dev liburing-dev libcriterion-dev libpcre2-dev
       clang libclang-rt-dev python3 python3-pip"
 missing=""
 for p in $pkgs; do

@@ -10,6 +10,8 @@ static const struct command {
     const char *summary;
 } k_commands[] = {
     {"inspect", cmd_inspect, "show a model's architecture, tensors, and KV-cache size per token"},
+    {"generate", cmd_generate, "generate text from a prompt (dense attention), with speed stats"},
+    {"perplexity", cmd_perplexity, "perplexity of a text file, computed as llama.cpp does"},
 };
 
 #define N_COMMANDS (sizeof k_commands / sizeof k_commands[0])

@@ -1,10 +1,17 @@
 /* Text <-> token ids, built from a model's GGUF metadata (tokenizer.ggml.*).
  *
- * Kinds: byte-level BPE ("gpt2" model; pre-tokenizer chosen by tokenizer.ggml.pre: smollm,
- * gpt2, llama3/llama-bpe, qwen2, ...) and SentencePiece ("llama" model, with byte fallback).
- * Special/control tokens are recognised in text only when asked (parse_special). Output of
- * sl_tokenizer_decode_* is valid UTF-8: bytes of an incomplete character are held back until
- * the rest arrives (streaming) or replaced by U+FFFD at the end. */
+ * Kinds: byte-level BPE ("gpt2" model; pre-tokenizer chosen by tokenizer.ggml.pre with
+ * llama.cpp's names: smollm, gpt-2, llama3/llama-bpe, qwen2, starcoder, refact, falcon,
+ * deepseek-coder, default ...) and SentencePiece ("llama" model, with byte fallback).
+ * Special/control tokens are recognised in text only when asked (parse_special); user-defined
+ * tokens always are, as in llama.cpp. The ids equal llama.cpp's for the same GGUF.
+ * Decoding: sl_token_to_bytes gives one token's raw bytes; sl_detokenize a whole sequence
+ * exactly as llama.cpp's llama_detokenize; the streaming sl_detok only ever emits valid
+ * UTF-8: bytes of an incomplete character are held back until the rest arrives, and invalid
+ * or (at flush) unfinished sequences become U+FFFD.
+ *
+ * Ownership: sl_tokenizer_from_gguf allocates, sl_tokenizer_free frees; every buffer is the
+ * caller's. A tokenizer is immutable after creation: concurrent calls on it are safe. */
 #ifndef SPOTLIGHT_TOKENIZER_H
 #define SPOTLIGHT_TOKENIZER_H
 
@@ -46,7 +53,17 @@ int64_t sl_tokenize(const sl_tokenizer *t, const char *text, size_t len, bool ad
  * Control tokens give their text only when `special` is true, else 0 bytes. */
 int sl_token_to_bytes(const sl_tokenizer *t, int32_t id, bool special, char *buf, size_t cap);
 
-/* Streaming detokenizer: feed ids, get valid UTF-8 out. */
+/* The text of ids[0..n) as llama.cpp's llama_detokenize(remove_special=false,
+ * unparse_special=special) gives it: pieces joined, for SentencePiece the first token's
+ * leading space dropped, and for the vocabularies that ask for it (clean_spaces: gpt-2,
+ * llama3, starcoder ... not smollm or qwen2) " ," " ." " 's" ... cleaned up. Raw bytes: may
+ * end inside a UTF-8 character. Writes up to cap bytes (NUL-terminated, truncated if needed)
+ * and returns the full length; SL_EINVAL for an id out of range. */
+int64_t sl_detokenize(const sl_tokenizer *t, const int32_t *ids, int64_t n, bool special,
+                      char *buf, size_t cap);
+
+/* Streaming detokenizer: feed ids, get valid UTF-8 out. Initialise with sl_detok_init; the
+ * struct holds no allocations. */
 struct sl_detok {
     const sl_tokenizer *tok;
     bool special;        /* print control tokens */
@@ -55,15 +72,23 @@ struct sl_detok {
     bool first;          /* SPM: drop the leading space of the first piece */
 };
 void sl_detok_init(struct sl_detok *d, const sl_tokenizer *t, bool special);
-/* Appends the text of id to buf (NUL-terminated); returns bytes written or negative. */
+/* Writes the text that id completes to buf (NUL-terminated; often "" while a character is
+ * unfinished) and returns its length. SL_EINVAL for a bad id, or when the text and its NUL
+ * do not fit in cap (the state is then unchanged: retry with a larger buffer; 3 * piece
+ * length + 16 always suffices). */
 int sl_detok_push(struct sl_detok *d, int32_t id, char *buf, size_t cap);
-/* Flushes held-back bytes (as U+FFFD if incomplete). */
+/* Writes held-back bytes of an unfinished character as U+FFFD (cap >= 4 suffices) and
+ * resets the pending state. */
 int sl_detok_flush(struct sl_detok *d, char *buf, size_t cap);
 
 /* Chat formatting with the model's template family (tokenizer.chat_template): ChatML
  * (<|im_start|>role\ncontent<|im_end|>\n), Llama 3 and Llama 2 styles are recognised.
- * Writes the prompt text (to be tokenized with parse_special) and returns its length, or
- * the length needed if it exceeds cap; SL_EUNSUPPORTED for an unrecognised template. */
+ * ChatML: when the first message is not a system message, the template's default system
+ * message (e.g. SmolLM2's "You are a helpful AI assistant named SmolLM ...") is inserted, as
+ * the Jinja template does. Llama 2/3: the leading BOS is not written (tokenize with
+ * add_special=true adds it). Writes the prompt text (to be tokenized with parse_special),
+ * NUL-terminated and truncated to cap, and returns its full length (retry when it is >= cap);
+ * SL_EUNSUPPORTED for a missing or unrecognised template. */
 struct sl_chat_msg {
     const char *role;    /* "system", "user", "assistant" */
     const char *content;

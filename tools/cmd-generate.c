@@ -1,0 +1,351 @@
+/* `spotlight generate`: a prompt in, a continuation streamed out, speed reported at the end.
+ * llama.cpp's habits: -m -p -f -n -c --temp --top-k --top-p --min-p --repeat-penalty --seed -t.
+ * The pipeline a user can follow: model + tokenizer -> context -> prefill -> sample/decode loop. */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "spotlight/context.h"
+#include "spotlight/error.h"
+#include "spotlight/sampler.h"
+#include "spotlight/tokenizer.h"
+#include "tools/cli.h"
+#include "tools/commands.h"
+#include "tools/gen-output.h"
+#include "tools/json-writer.h"
+
+#define MAX_STOPS 8
+
+struct gen_opts {
+    const char *model, *prompt, *file;
+    const char *stops[MAX_STOPS];
+    int n_stops;
+    bool chat, json;
+    int64_t n_predict, n_ctx;
+    int32_t n_threads, n_batch;
+    struct sl_sampler_params sp;
+};
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: spotlight generate [-m MODEL] (-p PROMPT | -f FILE) [options]\n"
+            "  -m, --model FILE        GGUF model (default: the default model in the cache)\n"
+            "  -p, --prompt TEXT       prompt text\n"
+            "  -f, --file FILE         read the prompt from a file (UTF-8)\n"
+            "      --chat              wrap the prompt as a user turn in the model's chat template\n"
+            "  -n, --n-predict N       tokens to generate (default 128)\n"
+            "  -c, --ctx-size N        context length (default: the model's trained context)\n"
+            "  -b, --batch-size N      prefill chunk (default 256)\n"
+            "  -t, --threads N         threads (default: physical cores)\n"
+            "      --temp T            temperature; 0 = greedy (default 0.8)\n"
+            "      --top-k K           (default 40; 0 = off)\n"
+            "      --top-p P           (default 0.95; 1 = off)\n"
+            "      --min-p P           (default 0.05; 0 = off)\n"
+            "      --repeat-penalty R  (default 1.0 = off)\n"
+            "      --repeat-last-n N   tokens the penalty looks back (default 64)\n"
+            "  -s, --seed S            RNG seed (default 0)\n"
+            "      --stop STR          stop when STR is generated (repeatable, up to %d)\n"
+            "      --json              print one JSON object (text, tokens, timings) instead of streaming\n",
+            MAX_STOPS);
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Parses an integer/float option strictly; prints one error line on failure. */
+static int parse_i64(const char *opt, const char *s, int64_t lo, int64_t hi, int64_t *out) {
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (*s == '\0' || *end != '\0' || v < lo || v > hi) {
+        fprintf(stderr, "spotlight generate: %s must be an integer in [%" PRId64 ", %" PRId64 "], got '%s'\n", opt, lo, hi, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_f32(const char *opt, const char *s, float lo, float hi, float *out) {
+    char *end;
+    float v = strtof(s, &end);
+    if (*s == '\0' || *end != '\0' || !(v >= lo && v <= hi)) {
+        fprintf(stderr, "spotlight generate: %s must be a number in [%g, %g], got '%s'\n", opt, (double)lo, (double)hi, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, struct gen_opts *o) {
+    enum { O_CHAT = 256, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_REP, O_REPN, O_STOP, O_JSON };
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'}, {"prompt", required_argument, 0, 'p'},
+        {"file", required_argument, 0, 'f'},  {"chat", no_argument, 0, O_CHAT},
+        {"n-predict", required_argument, 0, 'n'}, {"ctx-size", required_argument, 0, 'c'},
+        {"batch-size", required_argument, 0, 'b'}, {"threads", required_argument, 0, 't'},
+        {"temp", required_argument, 0, O_TEMP}, {"top-k", required_argument, 0, O_TOPK},
+        {"top-p", required_argument, 0, O_TOPP}, {"min-p", required_argument, 0, O_MINP},
+        {"repeat-penalty", required_argument, 0, O_REP}, {"repeat-last-n", required_argument, 0, O_REPN},
+        {"seed", required_argument, 0, 's'}, {"stop", required_argument, 0, O_STOP},
+        {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    memset(o, 0, sizeof *o);
+    o->n_predict = 128;
+    o->n_batch = 256;
+    o->sp = sl_sampler_default_params();
+    optind = 1;
+    opterr = 0;
+    int c;
+    int64_t v;
+    while ((c = getopt_long(argc, argv, "m:p:f:n:c:b:t:s:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': o->model = optarg; break;
+        case 'p': o->prompt = optarg; break;
+        case 'f': o->file = optarg; break;
+        case O_CHAT: o->chat = true; break;
+        case O_JSON: o->json = true; break;
+        case 'n': if (parse_i64("-n", optarg, 1, INT32_MAX, &o->n_predict)) return 2; break;
+        case 'c': if (parse_i64("-c", optarg, 1, INT32_MAX, &o->n_ctx)) return 2; break;
+        case 'b': if (parse_i64("-b", optarg, 1, 65536, &v)) return 2; o->n_batch = (int32_t)v; break;
+        case 't': if (parse_i64("-t", optarg, 1, 1024, &v)) return 2; o->n_threads = (int32_t)v; break;
+        case 's': if (parse_i64("--seed", optarg, 0, INT64_MAX, &v)) return 2; o->sp.seed = (uint64_t)v; break;
+        case O_TEMP: if (parse_f32("--temp", optarg, 0, 100, &o->sp.temp)) return 2; break;
+        case O_TOPK: if (parse_i64("--top-k", optarg, 0, INT32_MAX, &v)) return 2; o->sp.top_k = (int32_t)v; break;
+        case O_TOPP: if (parse_f32("--top-p", optarg, 1e-6f, 1, &o->sp.top_p)) return 2; break;
+        case O_MINP: if (parse_f32("--min-p", optarg, 0, 1, &o->sp.min_p)) return 2; break;
+        case O_REP: if (parse_f32("--repeat-penalty", optarg, 1e-3f, 100, &o->sp.repeat_penalty)) return 2; break;
+        case O_REPN: if (parse_i64("--repeat-last-n", optarg, 0, 1 << 20, &v)) return 2; o->sp.repeat_last_n = (int32_t)v; break;
+        case O_STOP:
+            if (o->n_stops == MAX_STOPS || !*optarg) {
+                fprintf(stderr, "spotlight generate: --stop takes a non-empty string, at most %d times\n", MAX_STOPS);
+                return 2;
+            }
+            o->stops[o->n_stops++] = optarg;
+            break;
+        case 'h': usage(stdout); return 1;
+        default:
+            fprintf(stderr, "spotlight generate: unknown or incomplete option '%s' (see --help)\n", argv[optind - 1]);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "spotlight generate: unexpected argument '%s' (see --help)\n", argv[optind]);
+        return 2;
+    }
+    if (!!o->prompt + !!o->file != 1) {
+        fprintf(stderr, "spotlight generate: give exactly one of -p PROMPT or -f FILE\n");
+        return 2;
+    }
+    return 0;
+}
+
+/* Reads a whole file into a NUL-terminated buffer; prints one error line on failure. */
+static char *read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "spotlight generate: cannot open %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        n += fread(buf + n, 1, cap - n - 1, f);
+        if (n < cap - 1) break;
+        char *nb = realloc(buf, cap *= 2);
+        if (!nb) free(buf);
+        buf = nb;
+    }
+    int err = ferror(f);
+    fclose(f);
+    if (!buf || err) {
+        free(buf);
+        fprintf(stderr, "spotlight generate: cannot read %s\n", path);
+        return NULL;
+    }
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+struct gen_stats {
+    int64_t n_prompt, n_gen;
+    double t_load, t_prefill, t_decode;
+    const char *stop_reason;
+};
+
+/* Builds the prompt ids (chat template when asked). Returns count or -1 (error printed). */
+static int64_t prompt_tokens(const sl_tokenizer *tok, const struct gen_opts *o, const char *text, size_t len,
+                             int32_t **out) {
+    char *formatted = NULL;
+    if (o->chat) {
+        struct sl_chat_msg msg = {"user", text};
+        int64_t need = sl_chat_format(tok, &msg, 1, true, NULL, 0);
+        if (need >= 0 && (formatted = malloc((size_t)need + 1)) != NULL)
+            need = sl_chat_format(tok, &msg, 1, true, formatted, (size_t)need + 1);
+        if (need < 0 || !formatted) {
+            cli_report("chat template", need < 0 ? (int)need : SL_ENOMEM);
+            free(formatted);
+            return -1;
+        }
+        text = formatted;
+        len = (size_t)need;
+    }
+    int64_t n = sl_tokenize(tok, text, len, true, true, NULL, 0);
+    int32_t *ids = n > 0 ? malloc((size_t)n * sizeof *ids) : NULL;
+    if (n > 0 && ids) n = sl_tokenize(tok, text, len, true, true, ids, n);
+    free(formatted);
+    if (n < 0) {
+        cli_report(o->file ? o->file : "prompt", (int)n);
+        free(ids);
+        return -1;
+    }
+    if (n == 0 || !ids) {
+        fprintf(stderr, "spotlight generate: the prompt is empty\n");
+        free(ids);
+        return -1;
+    }
+    *out = ids;
+    return n;
+}
+
+static void print_stats_json(const struct gen_output *out, const int32_t *gen, const struct gen_stats *s) {
+    struct json_writer w;
+    json_init(&w, stdout);
+    json_obj_begin(&w, NULL);
+    json_str(&w, "text", out->text ? out->text : "");
+    json_arr_begin(&w, "tokens");
+    for (int64_t i = 0; i < s->n_gen; i++) json_int(&w, NULL, gen[i]);
+    json_arr_end(&w);
+    json_str(&w, "stop_reason", s->stop_reason);
+    json_int(&w, "n_prompt", s->n_prompt);
+    json_int(&w, "n_generated", s->n_gen);
+    json_num(&w, "load_s", s->t_load);
+    json_num(&w, "prefill_s", s->t_prefill);
+    json_num(&w, "decode_s", s->t_decode);
+    json_num(&w, "prefill_tok_s", s->n_prompt / s->t_prefill);
+    json_num(&w, "decode_tok_s", s->n_gen > 1 ? (s->n_gen - 1) / s->t_decode : 0);
+    json_obj_end(&w);
+}
+
+int cmd_generate(int argc, char **argv) {
+    struct gen_opts o;
+    int rc = parse_args(argc, argv, &o);
+    if (rc) return rc == 1 ? 0 : rc;
+    char path[4096];
+    if (cli_model_path(o.model, path, sizeof path) != 0) return 1;
+    size_t text_len = 0;
+    char *file_text = NULL;
+    const char *text = o.prompt;
+    if (o.file) {
+        if (!(file_text = read_file(o.file, &text_len))) return 1;
+        text = file_text;
+    } else {
+        text_len = strlen(text);
+    }
+
+    struct gen_stats st = {0};
+    double t0 = now_s();
+    sl_model *m = NULL;
+    sl_tokenizer *tok = NULL;
+    sl_context *ctx = NULL;
+    sl_sampler *smp = NULL;
+    int32_t *ids = NULL, *gen = NULL;
+    struct gen_output out;
+    gen_output_init(&out, o.stops, o.n_stops, o.json ? NULL : stdout);
+    int status = 1;
+
+    if ((rc = sl_model_load(path, &m)) || (rc = sl_tokenizer_from_gguf(sl_model_gguf(m), &tok))) {
+        cli_report(path, rc);
+        goto done;
+    }
+    const struct sl_model_config *cfg = sl_model_config(m);
+    int64_t n_prompt = prompt_tokens(tok, &o, text, text_len, &ids);
+    if (n_prompt < 0) goto done;
+    int64_t n_ctx = o.n_ctx ? o.n_ctx : cfg->n_ctx_train;
+    if (n_prompt >= n_ctx) {
+        fprintf(stderr, "spotlight generate: the prompt has %" PRId64 " tokens; the context holds %" PRId64
+                        " (raise -c, up to the model's %d)\n", n_prompt, n_ctx, cfg->n_ctx_train);
+        goto done;
+    }
+    struct sl_context_params cp = sl_context_default_params();
+    cp.n_ctx = n_ctx;
+    cp.n_threads = o.n_threads;
+    cp.n_batch = o.n_batch;
+    if ((rc = sl_context_create(m, &cp, &ctx)) || (rc = sl_sampler_create(&o.sp, cfg->n_vocab, &smp))) {
+        cli_report("setup", rc);
+        goto done;
+    }
+    gen = malloc((size_t)o.n_predict * sizeof *gen);
+    if (!gen) {
+        fprintf(stderr, "spotlight generate: out of memory\n");
+        goto done;
+    }
+    st.t_load = now_s() - t0;
+    st.n_prompt = n_prompt;
+    for (int64_t i = 0; i < n_prompt; i++) sl_sampler_accept(smp, ids[i]);
+
+    double t1 = now_s();
+    if ((rc = sl_context_eval(ctx, ids, n_prompt, false))) {
+        cli_report("prefill", rc);
+        goto done;
+    }
+    st.t_prefill = now_s() - t1;
+    struct sl_detok dt;
+    sl_detok_init(&dt, tok, false);
+    st.stop_reason = "length";
+    double t2 = now_s();
+    char piece[256];
+    for (;;) {
+        int32_t id = sl_sampler_sample(smp, sl_context_logits(ctx));
+        if (sl_tokenizer_is_eog(tok, id)) {
+            st.stop_reason = "eos";
+            break;
+        }
+        gen[st.n_gen++] = id;
+        sl_sampler_accept(smp, id);
+        int nb = sl_detok_push(&dt, id, piece, sizeof piece);
+        int hit = nb > 0 ? gen_output_append(&out, piece, (size_t)nb) : 0;
+        if (hit) {
+            st.stop_reason = hit > 0 ? "stop string" : "out of memory";
+            break;
+        }
+        if (st.n_gen == o.n_predict) break;
+        if (sl_context_n_past(ctx) == n_ctx) {
+            st.stop_reason = "context full";
+            break;
+        }
+        if ((rc = sl_context_eval(ctx, &id, 1, false))) {
+            cli_report("decode", rc);
+            goto done;
+        }
+    }
+    st.t_decode = now_s() - t2;
+    int nb = sl_detok_flush(&dt, piece, sizeof piece);
+    if (nb > 0 && strcmp(st.stop_reason, "stop string") != 0) gen_output_append(&out, piece, (size_t)nb);
+    gen_output_finish(&out);
+    if (o.json) {
+        print_stats_json(&out, gen, &st);
+    } else {
+        /* The first sampled token comes from the prefill's logits, so decode speed counts the
+         * n_gen - 1 evaluations that followed it. */
+        fprintf(stderr, "\n\nspotlight: prompt %" PRId64 " tokens, %.1f tok/s prefill; generated %" PRId64
+                        " tokens, %.1f tok/s decode; stop: %s\n", st.n_prompt, st.n_prompt / st.t_prefill,
+                st.n_gen, st.n_gen > 1 ? (st.n_gen - 1) / st.t_decode : 0.0, st.stop_reason);
+    }
+    status = 0;
+done:
+    gen_output_free(&out);
+    free(gen);
+    free(ids);
+    free(file_text);
+    sl_sampler_free(smp);
+    sl_context_free(ctx);
+    sl_tokenizer_free(tok);
+    sl_model_free(m);
+    return status;
+}

@@ -1,0 +1,191 @@
+/* `spotlight perplexity -f TEXT -c CTX`: perplexity the way llama.cpp's perplexity tool
+ * computes it, so the two numbers are comparable: the whole text is tokenized once (BOS as
+ * the model's metadata says), cut into consecutive chunks of CTX tokens (the remainder is
+ * dropped), each chunk is evaluated from an empty cache (its first token replaced by BOS
+ * when the model adds BOS), and only the second half of each chunk is scored: the token at
+ * position j+1 under the logits at j, for j in [CTX/2, CTX-1). PPL = exp(mean NLL), with
+ * llama.cpp's error estimate. */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "spotlight/context.h"
+#include "spotlight/error.h"
+#include "spotlight/tokenizer.h"
+#include "tools/cli.h"
+#include "tools/commands.h"
+#include "tools/json-writer.h"
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: spotlight perplexity [-m MODEL] -f TEXT [-c CTX] [--chunks N] [-b BATCH] [-t THREADS] [--json]\n"
+               "  Perplexity over consecutive CTX-token chunks of TEXT (default CTX 512), scoring the\n"
+               "  second half of each chunk, as llama.cpp's perplexity tool does.\n");
+}
+
+/* log-softmax NLL of `target` under logits (n_vocab), in double like llama.cpp */
+static double nll_of(const float *logits, int32_t n_vocab, int32_t target) {
+    float mx = logits[0];
+    for (int32_t i = 1; i < n_vocab; i++) mx = logits[i] > mx ? logits[i] : mx;
+    double sum = 0;
+    for (int32_t i = 0; i < n_vocab; i++) sum += exp((double)(logits[i] - mx));
+    return -((double)(logits[target] - mx) - log(sum));
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int cmd_perplexity(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'}, {"file", required_argument, 0, 'f'},
+        {"ctx-size", required_argument, 0, 'c'}, {"chunks", required_argument, 0, 'k'},
+        {"batch-size", required_argument, 0, 'b'}, {"threads", required_argument, 0, 't'},
+        {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    const char *model = NULL, *file = NULL;
+    long n_ctx = 512, max_chunks = -1, n_batch = 512, n_threads = 0;
+    bool json = false;
+    optind = 1;
+    opterr = 0;
+    int c;
+    char *end;
+    while ((c = getopt_long(argc, argv, "m:f:c:b:t:h", opts, NULL)) != -1) {
+        long *dst = c == 'c' ? &n_ctx : c == 'k' ? &max_chunks : c == 'b' ? &n_batch : c == 't' ? &n_threads : NULL;
+        if (dst) {
+            *dst = strtol(optarg, &end, 10);
+            if (*optarg == '\0' || *end != '\0' || *dst < (c == 'c' ? 4 : 1) || *dst > (1L << 30)) {
+                fprintf(stderr, "spotlight perplexity: bad value '%s' for -%c\n", optarg, c == 'k' ? 'k' : c);
+                return 2;
+            }
+            continue;
+        }
+        switch (c) {
+        case 'm': model = optarg; break;
+        case 'f': file = optarg; break;
+        case 'j': json = true; break;
+        case 'h': usage(stdout); return 0;
+        default:
+            fprintf(stderr, "spotlight perplexity: unknown or incomplete option '%s' (see --help)\n", argv[optind - 1]);
+            return 2;
+        }
+    }
+    if (!file || optind < argc) {
+        fprintf(stderr, "spotlight perplexity: give the text with -f FILE (see --help)\n");
+        return 2;
+    }
+    char path[4096];
+    if (cli_model_path(model, path, sizeof path) != 0) return 1;
+    FILE *fp = fopen(file, "rb");
+    if (!fp) {
+        fprintf(stderr, "spotlight perplexity: cannot open %s: %s\n", file, strerror(errno));
+        return 1;
+    }
+    fseek(fp, 0, SEEK_END);
+    long flen = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    char *text = flen >= 0 ? malloc((size_t)flen + 1) : NULL;
+    size_t got = text ? fread(text, 1, (size_t)flen, fp) : 0;
+    fclose(fp);
+    if (!text || got != (size_t)flen) {
+        fprintf(stderr, "spotlight perplexity: cannot read %s\n", file);
+        free(text);
+        return 1;
+    }
+    text[got] = '\0';
+
+    int status = 1, rc;
+    sl_model *m = NULL;
+    sl_tokenizer *tok = NULL;
+    sl_context *ctx = NULL;
+    int32_t *ids = NULL, *chunk = NULL;
+    if ((rc = sl_model_load(path, &m)) || (rc = sl_tokenizer_from_gguf(sl_model_gguf(m), &tok))) {
+        cli_report(path, rc);
+        goto done;
+    }
+    const int32_t n_vocab = sl_model_config(m)->n_vocab;
+    int64_t n_tok = sl_tokenize(tok, text, got, true, false, NULL, 0);
+    if (n_tok > 0 && (ids = malloc((size_t)n_tok * sizeof *ids))) n_tok = sl_tokenize(tok, text, got, true, false, ids, n_tok);
+    if (n_tok < 0) {
+        cli_report(file, (int)n_tok);
+        goto done;
+    }
+    int64_t n_chunks = n_tok / n_ctx;
+    if (max_chunks > 0 && max_chunks < n_chunks) n_chunks = max_chunks;
+    if (n_chunks < 1) {
+        fprintf(stderr, "spotlight perplexity: %s has %" PRId64 " tokens; at least one chunk of %ld is needed (lower -c)\n",
+                file, n_tok, n_ctx);
+        goto done;
+    }
+    struct sl_context_params cp = sl_context_default_params();
+    cp.n_ctx = n_ctx;
+    cp.n_batch = (int32_t)(n_batch < n_ctx ? n_batch : n_ctx);
+    cp.n_threads = (int32_t)n_threads;
+    if ((rc = sl_context_create(m, &cp, &ctx))) {
+        cli_report("context", rc);
+        goto done;
+    }
+    chunk = malloc((size_t)n_ctx * sizeof *chunk);
+    if (!chunk) goto done;
+    const int64_t first = n_ctx / 2;
+    double nll = 0, nll2 = 0, t0 = now_s();
+    int64_t count = 0;
+    if (!json) fprintf(stderr, "perplexity: %" PRId64 " tokens, %" PRId64 " chunks of %ld\n", n_tok, n_chunks, n_ctx);
+    for (int64_t ci = 0; ci < n_chunks; ci++) {
+        memcpy(chunk, ids + ci * n_ctx, (size_t)n_ctx * sizeof *chunk);
+        if (sl_tokenizer_add_bos(tok) && sl_tokenizer_bos(tok) >= 0) chunk[0] = sl_tokenizer_bos(tok);
+        sl_context_truncate(ctx, 0);
+        if ((rc = sl_context_eval(ctx, chunk, n_ctx, true))) {
+            cli_report("eval", rc);
+            goto done;
+        }
+        const float *lg = sl_context_logits(ctx);
+        for (int64_t j = first; j < n_ctx - 1; j++) {
+            double v = nll_of(lg + j * n_vocab, n_vocab, ids[ci * n_ctx + j + 1]);
+            nll += v;
+            nll2 += v * v;
+            count++;
+        }
+        if (!json) {
+            fprintf(stdout, "[%" PRId64 "]%.4f,", ci + 1, exp(nll / (double)count));
+            fflush(stdout);
+        }
+    }
+    double mean = nll / (double)count, ppl = exp(mean);
+    double var = nll2 / (double)count - mean * mean;
+    double err = count > 1 && var > 0 ? ppl * sqrt(var / (double)(count - 1)) : 0;
+    double secs = now_s() - t0;
+    if (json) {
+        struct json_writer w;
+        json_init(&w, stdout);
+        json_obj_begin(&w, NULL);
+        json_str(&w, "file", file);
+        json_int(&w, "n_tokens", n_tok);
+        json_int(&w, "n_ctx", n_ctx);
+        json_int(&w, "n_chunks", n_chunks);
+        json_int(&w, "n_scored", count);
+        json_num(&w, "ppl", ppl);
+        json_num(&w, "ppl_err", err);
+        json_num(&w, "seconds", secs);
+        json_num(&w, "tok_s", (double)(n_chunks * n_ctx) / secs);
+        json_obj_end(&w);
+    } else {
+        printf("\nFinal estimate: PPL = %.4f +/- %.5f\n", ppl, err);
+        fprintf(stderr, "perplexity: %" PRId64 " tokens scored in %.1f s (%.1f tok/s evaluated)\n", count, secs,
+                (double)(n_chunks * n_ctx) / secs);
+    }
+    status = 0;
+done:
+    free(chunk);
+    free(ids);
+    free(text);
+    sl_context_free(ctx);
+    sl_tokenizer_free(tok);
+    sl_model_free(m);
+    return status;
+}
