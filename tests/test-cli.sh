@@ -20,7 +20,7 @@ expect_error() {
   lines=$(wc -l <"$tmp/err")
   if [ "$rc" != "$code" ]; then bad "$name: exit $rc, expected $code"; return; fi
   if [ "$lines" != 1 ]; then bad "$name: $lines stderr lines: $(cat "$tmp/err")"; return; fi
-  if ! grep -Eq "$pat" "$tmp/err"; then bad "$name: stderr '$(cat "$tmp/err")' lacks /$pat/"; return; fi
+  if ! grep -Eq -- "$pat" "$tmp/err"; then bad "$name: stderr '$(cat "$tmp/err")' lacks /$pat/"; return; fi
   if [ -s "$tmp/out" ]; then bad "$name: wrote to stdout"; return; fi
   ok
 }
@@ -68,6 +68,32 @@ expect_error "directory" 1 "not a regular file" -- "$bin" inspect "$tmp"
 expect_error "two models" 2 "one model" -- "$bin" inspect a.gguf b.gguf
 expect_error "no default model" 1 "fetch-model" -- env SPOTLIGHT_MODELS="$tmp/empty" "$bin" inspect
 expect_error "bad option" 2 "unknown or incomplete option .--bogus." -- "$bin" inspect --bogus
+
+# generate / perplexity: a real generation, then bad input.
+if "$bin" generate --chat -p "What is the capital of France?" -n 12 --temp 0 --json >"$tmp/gen.json" 2>"$tmp/err"; then
+  python3 - "$tmp/gen.json" <<'PY' && ok || bad "generate --json content"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["n_prompt"] == 37 and 1 <= d["n_generated"] <= 12 and len(d["tokens"]) == d["n_generated"], d
+assert d["stop_reason"] in ("length", "eos") and d["decode_tok_s"] > 0 and d["text"], d
+PY
+else
+  bad "generate failed: $(cat "$tmp/err")"
+fi
+"$bin" generate -p "Once upon a time" -n 40 --temp 0 --stop "," >"$tmp/stop.txt" 2>/dev/null
+grep -q "stop: stop string" <("$bin" generate -p "Once upon a time" -n 40 --temp 0 --stop "," 2>&1 >/dev/null) && ! grep -q "," "$tmp/stop.txt" && ok || bad "stop string"
+expect_error "empty prompt" 1 "the prompt is empty" -- "$bin" generate -p ""
+expect_error "n zero" 2 "-n must be an integer" -- "$bin" generate -p hi -n 0
+expect_error "n negative" 2 "-n must be an integer" -- "$bin" generate -p hi -n -5
+expect_error "no prompt" 2 "exactly one of -p PROMPT or -f FILE" -- "$bin" generate
+printf 'ab\xff\xfecd' >"$tmp/bad.txt"
+expect_error "invalid utf-8" 1 "not valid UTF-8 at byte 2" -- "$bin" generate -f "$tmp/bad.txt"
+expect_error "missing prompt file" 1 "No such file" -- "$bin" generate -f "$tmp/nope.txt"
+python3 -c "print('word ' * 3000)" >"$tmp/long.txt"
+expect_error "prompt over context" 1 "the context holds 512" -- "$bin" generate -f "$tmp/long.txt" -c 512
+expect_error "bad temperature" 2 "--temp must be a number" -- "$bin" generate -p hi --temp abc
+expect_error "perplexity short text" 1 "at least one chunk" -- "$bin" perplexity -f "$tmp/stop.txt" -c 512
+expect_error "perplexity invalid utf-8" 1 "not valid UTF-8" -- "$bin" perplexity -f "$tmp/bad.txt"
 
 echo "cli: $pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -51,4 +51,6 @@ tools/fetch-model.sh
 # ---- main job --------------------------------------------------------------------------------
 if [ "$run_main" = 1 ]; then
   build/bin/spotlight inspect --no-tensors
+  echo
+  build/bin/spotlight generate --chat -p "Give me three tips for staying focused while studying." -n 96 --temp 0
 fi

@@ -9,8 +9,10 @@ cd "$(dirname "$0")/.."
 jobs=$(nproc 2>/dev/null || echo 2)
 
 tools/setup.sh --no-run
-# The second, long-context model (Qwen2 family, 32K) is tested too.
+# The second, long-context model (Qwen2 family, 32K) is tested too, and the real-text corpus
+# (held-out documents feed the perplexity comparison with llama.cpp).
 tools/fetch-model.sh qwen2.5-coder-0.5b
+tools/fetch-corpus.sh
 
 echo "== tests (release build)"
 ctest --test-dir build --output-on-failure -j "$jobs"
