@@ -18,8 +18,9 @@ struct decode_task {
     const float *q;  /* (n_head, hd), f16-rounded */
     int64_t len;     /* positions [0, len) */
     float scale;
-    float *part;     /* (nth, n_head, hd + 2): acc, max, sum */
-    float *scores;   /* (nth, slice, n_rep) */
+    float *part;     /* (nth, n_head, 2): max, sum of the slice's softmax numerators */
+    float *acc;      /* (nth, n_head, hd): the slice's weighted sum of V rows */
+    float *scores;   /* (nth, n_rep, slice) */
     int64_t slice;
 };
 
@@ -28,28 +29,33 @@ static void decode_slice(void *arg, int ith, int nth) {
     int64_t j0, j1;
     sl_split_range(t->len, ith, nth, &j0, &j1);
     const int hd = t->hd, nr = t->n_rep;
-    float *sc = t->scores + (size_t)ith * (size_t)t->slice * (size_t)nr;
+    const int64_t m = j1 - j0;
+    float *sc = t->scores + (size_t)ith * (size_t)t->slice * (size_t)nr; /* (nr, slice) */
     for (int32_t g = 0; g < t->kv->n_head_kv; g++) {
         const uint16_t *k = sl_kv_cache_k(t->kv, t->layer, g, 0), *v = sl_kv_cache_v(t->kv, t->layer, g, 0);
-        float mx[64];
-        for (int r = 0; r < nr; r++) mx[r] = -INFINITY;
-        for (int64_t j = j0; j < j1; j++)
-            for (int r = 0; r < nr; r++) {
-                float s = sl_f16_dot_f32(k + j * hd, t->q + (size_t)(g * nr + r) * hd, hd) * t->scale;
-                sc[(j - j0) * nr + r] = s;
-                if (s > mx[r]) mx[r] = s;
-            }
+        const float *q = t->q + (size_t)g * nr * hd; /* the group's queries, contiguous */
+        float s[64], mx[64], sum[64];
+        /* Scores: each K row is read once for the whole group. */
+        for (int64_t j = j0; j < j1; j++) {
+            sl_f16_dot_multi(k + j * hd, q, nr, hd, s);
+            for (int r = 0; r < nr; r++) sc[r * t->slice + (j - j0)] = s[r] * t->scale;
+        }
         for (int r = 0; r < nr; r++) {
-            float *p = t->part + ((size_t)ith * t->n_head + (size_t)(g * nr + r)) * (size_t)(hd + 2);
-            memset(p, 0, (size_t)hd * sizeof *p);
-            float sum = 0;
-            for (int64_t j = j0; j < j1; j++) {
-                float e = expf(sc[(j - j0) * nr + r] - mx[r]);
-                sum += e;
-                sl_f16_axpy(e, v + j * hd, p, hd);
-            }
-            p[hd] = mx[r];
-            p[hd + 1] = sum;
+            mx[r] = -INFINITY;
+            for (int64_t j = 0; j < m; j++) mx[r] = fmaxf(mx[r], sc[r * t->slice + j]);
+            sum[r] = m ? sl_exp_sub_sum(sc + r * t->slice, m, mx[r]) : 0;
+        }
+        /* Values: each V row is read once and added into every query's accumulator. */
+        float *acc = t->acc + (size_t)ith * (size_t)t->n_head * (size_t)hd + (size_t)g * nr * hd;
+        memset(acc, 0, (size_t)nr * (size_t)hd * sizeof *acc);
+        for (int64_t j = j0; j < j1; j++) {
+            for (int r = 0; r < nr; r++) s[r] = sc[r * t->slice + (j - j0)];
+            sl_f16_axpy_multi(s, v + j * hd, nr, hd, acc);
+        }
+        for (int r = 0; r < nr; r++) {
+            float *p = t->part + ((size_t)ith * t->n_head + (size_t)(g * nr + r)) * 2;
+            p[0] = mx[r];
+            p[1] = sum[r];
         }
     }
 }
@@ -61,6 +67,7 @@ static int attend_decode(sl_threadpool *pool, struct sl_attn_scratch *s, const s
     int64_t max_len = pos0 + n, slice = (max_len + nth - 1) / nth;
     float *qr = sl_scratch_get(&s->q, (size_t)n_head * (size_t)hd * sizeof(float));
     float *part = sl_scratch_get(&s->part, (size_t)nth * (size_t)n_head * (size_t)(hd + 2) * sizeof(float));
+    float *acc = part + (size_t)nth * (size_t)n_head * 2;
     float *scores = sl_scratch_get(&s->scores, (size_t)nth * (size_t)slice * (size_t)nr * sizeof(float));
     if (!qr || !part || !scores) return SL_ENOMEM;
     for (int64_t t = 0; t < n; t++) {
@@ -68,22 +75,23 @@ static int attend_decode(sl_threadpool *pool, struct sl_attn_scratch *s, const s
         memcpy(qr, q + t * n_head * hd, (size_t)n_head * (size_t)hd * sizeof(float));
         sl_round_to_f16(qr, (int64_t)n_head * hd);
         struct decode_task dt = {kv, layer, n_head, nr, hd, qr, len, 1.0f / sqrtf((float)hd),
-                                 part, scores, slice};
+                                 part, acc, scores, slice};
         sl_threadpool_run(pool, decode_slice, &dt);
         /* Merge the slices' partial softmaxes: rescale each to the global max. */
         for (int32_t h = 0; h < n_head; h++) {
             float *o = out + (t * n_head + h) * hd, m = -INFINITY, l = 0;
             for (int i = 0; i < nth; i++) {
-                const float *p = part + ((size_t)i * n_head + (size_t)h) * (size_t)(hd + 2);
-                if (p[hd + 1] > 0 && p[hd] > m) m = p[hd];
+                const float *p = part + ((size_t)i * n_head + (size_t)h) * 2;
+                if (p[1] > 0 && p[0] > m) m = p[0];
             }
             memset(o, 0, (size_t)hd * sizeof *o);
             for (int i = 0; i < nth; i++) {
-                const float *p = part + ((size_t)i * n_head + (size_t)h) * (size_t)(hd + 2);
-                if (p[hd + 1] <= 0) continue; /* empty slice */
-                float f = expf(p[hd] - m);
-                l += f * p[hd + 1];
-                for (int d = 0; d < hd; d++) o[d] += f * p[d];
+                const float *p = part + ((size_t)i * n_head + (size_t)h) * 2;
+                const float *a = acc + ((size_t)i * n_head + (size_t)h) * (size_t)hd;
+                if (p[1] <= 0) continue; /* empty slice */
+                float f = expf(p[0] - m);
+                l += f * p[1];
+                for (int d = 0; d < hd; d++) o[d] += f * a[d];
             }
             for (int d = 0; d < hd; d++) o[d] /= l;
         }

@@ -27,28 +27,72 @@ static void store_le16(uint8_t *p, uint16_t v) {
     p[1] = (uint8_t)(v >> 8);
 }
 
-/* Same rounding as ggml's reference quantize_row_q8_0/q8_1: d = amax/127 kept in f32 to
- * compute q, stored as f16; q = round-half-away(x/d). */
+/* As ggml's x86 quantize_row_q8_0/q8_1: d = amax/127 stored as f16, q = x * (127/amax)
+ * rounded to nearest even (the AVX2 path's rounding; the scalar path here rounds the same). */
+static void quantize_block_scalar(const float *x, uint8_t *o, bool with_sum) {
+    float amax = 0;
+    for (int j = 0; j < QK; j++) amax = fmaxf(amax, fabsf(x[j]));
+    float d = amax / 127.0f, id = amax != 0 ? 127.0f / amax : 0.0f;
+    int8_t *q = (int8_t *)(o + (with_sum ? 4 : 2));
+    int sum = 0;
+    for (int j = 0; j < QK; j++) {
+        q[j] = (int8_t)nearbyintf(x[j] * id);
+        sum += q[j];
+    }
+    store_le16(o, sl_f32_to_f16(d));
+    if (with_sum) store_le16(o + 2, sl_f32_to_f16((float)sum * d));
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+__attribute__((target("avx2,fma,f16c"))) static void quantize_block_avx2(const float *x, uint8_t *o, bool with_sum) {
+    __m256 v[4], amax = _mm256_setzero_ps();
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int k = 0; k < 4; k++) {
+        v[k] = _mm256_loadu_ps(x + 8 * k);
+        amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, v[k]));
+    }
+    __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(amax, 1), _mm256_castps256_ps128(amax));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    float mx = _mm_cvtss_f32(m4), d = mx / 127.0f, id = mx != 0 ? 127.0f / mx : 0.0f;
+    __m256 vid = _mm256_set1_ps(id);
+    __m256i i[4];
+    for (int k = 0; k < 4; k++)
+        i[k] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[k], vid), _MM_ROUND_NEAREST));
+    store_le16(o, sl_f32_to_f16(d));
+    if (with_sum) {
+        __m256i s = _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        s4 = _mm_hadd_epi32(s4, s4);
+        s4 = _mm_hadd_epi32(s4, s4);
+        store_le16(o + 2, sl_f32_to_f16((float)_mm_cvtsi128_si32(s4) * d));
+    }
+    /* int32 -> int16 -> int8 packs interleave 128-bit lanes; the permute restores order. */
+    __m256i p16a = _mm256_packs_epi32(i[0], i[1]), p16b = _mm256_packs_epi32(i[2], i[3]);
+    __m256i p8 = _mm256_packs_epi16(p16a, p16b);
+    p8 = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)(o + (with_sum ? 4 : 2)), p8);
+}
+#endif
+
+static bool have_avx2(void);
+
 void sl_act_quantize(enum sl_act_format f, const float *x, void *out, int64_t n) {
     if (f == SL_ACT_F32) {
         memcpy(out, x, (size_t)n * sizeof(float));
         return;
     }
     uint8_t *o = out;
-    size_t bb = f == SL_ACT_Q8_1 ? 36 : 34;
-    for (int64_t b = 0; b < n / QK; b++, x += QK, o += bb) {
-        float amax = 0;
-        for (int j = 0; j < QK; j++) amax = fmaxf(amax, fabsf(x[j]));
-        float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
-        int8_t *q = (int8_t *)(o + (f == SL_ACT_Q8_1 ? 4 : 2));
-        int sum = 0;
-        for (int j = 0; j < QK; j++) {
-            q[j] = (int8_t)roundf(x[j] * id);
-            sum += q[j];
-        }
-        store_le16(o, sl_f32_to_f16(d));
-        if (f == SL_ACT_Q8_1) store_le16(o + 2, sl_f32_to_f16((float)sum * d));
+    const bool with_sum = f == SL_ACT_Q8_1;
+    const size_t bb = with_sum ? 36 : 34;
+#if defined(__x86_64__)
+    if (have_avx2()) {
+        for (int64_t b = 0; b < n / QK; b++) quantize_block_avx2(x + b * QK, o + (size_t)b * bb, with_sum);
+        return;
     }
+#endif
+    for (int64_t b = 0; b < n / QK; b++) quantize_block_scalar(x + b * QK, o + (size_t)b * bb, with_sum);
 }
 
 void sl_act_dequantize(enum sl_act_format f, const void *in, float *x, int64_t n) {

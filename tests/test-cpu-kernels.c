@@ -220,3 +220,29 @@ Test(attention, decode_and_prefill_paths_match_naive) {
     sl_threadpool_free(p);
     free(k); free(v); free(q); free(o); free(r);
 }
+
+Test(vec_dot, activation_quantization_paths_identical) {
+    enum { N = 4096 };
+    static float x[N];
+    static uint8_t a[N * 2], b[N * 2];
+    for (int rep = 0; rep < 50; rep++) {
+        for (int i = 0; i < N; i++) x[i] = frand() * (float)(1 + rep);
+        /* exact ties: amax 127 makes x * 127/amax == x, so halves round to even */
+        for (int i = 0; i < 64; i++) x[i] = (i % 2 ? 0.5f : -2.5f) + (float)(i % 7);
+        x[0] = 127.0f;
+        x[32] = 0; /* an all-zero block */
+        for (int i = 33; i < 64; i++) x[i] = 0;
+        for (int f = SL_ACT_Q8_0; f <= SL_ACT_Q8_1; f++) {
+            sl_act_quantize(f, x, a, N);
+            int prev = sl_vec_dot_force_scalar(1);
+            sl_act_quantize(f, x, b, N);
+            sl_vec_dot_force_scalar(prev);
+            cr_assert_eq(memcmp(a, b, sl_act_row_bytes(f, N)), 0, "format %d rep %d", f, rep);
+        }
+    }
+    /* round-half-even on exact ties (amax 127 makes the scale 1): as ggml's AVX2 quantizer */
+    float t[32] = {127.0f, 0.5f, 1.5f, -2.5f, 2.5f, -0.5f};
+    sl_act_quantize(SL_ACT_Q8_0, t, a, 32);
+    const int8_t *q = (const int8_t *)(a + 2);
+    cr_assert(q[0] == 127 && q[1] == 0 && q[2] == 2 && q[3] == -2 && q[4] == 2 && q[5] == 0);
+}
