@@ -13,7 +13,7 @@
 #   tools/ref/llama-cpp.sh --force    # rebuild from scratch
 #   JOBS=4 tools/ref/llama-cpp.sh     # parallel compile jobs (default: nproc)
 # Needs python3 (with venv and pip), cmake >= 3.21, a C/C++ compiler, and network access to PyPI.
-# Takes ~25 min on 2 cores (the library is compiled twice: once by pip, once for the tools).
+# Takes ~30 min on 2 cores (the library is compiled twice: once by pip, once for the tools).
 #
 # Never built with -march=native: some of our machines report AMX in cpuid and AMX instructions
 # fault there. The flags below pin an AVX2/FMA/F16C baseline that every machine we use has.
