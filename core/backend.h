@@ -18,6 +18,9 @@ struct sl_backend {
     /* y (n, m) = x (n, k) . W^T for W of GGUF shape (k, m), any supported type. */
     int (*matmul)(struct sl_backend *be, const struct sl_gguf_tensor *w, const float *x,
                   int64_t n, float *y);
+    /* Up to 4 weights of the same input width over the same x (q/k/v, gate/up): one pass. */
+    int (*matmul_n)(struct sl_backend *be, int nw, const struct sl_gguf_tensor *const *w,
+                    const float *x, int64_t n, float *const *y);
     /* Rows `ids` of an embedding matrix (k, vocab) -> x (n, k). */
     int (*get_rows)(struct sl_backend *be, const struct sl_gguf_tensor *w, const int32_t *ids,
                     int64_t n, float *x);

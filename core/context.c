@@ -114,9 +114,9 @@ static int layer_forward(sl_context *ctx, int32_t il, int64_t n, int64_t pos0) {
     const int64_t qw = (int64_t)c->n_head * c->head_dim, kw = (int64_t)c->n_head_kv * c->head_dim;
 
     TRY(be->rmsnorm(be, ctx->x, w->attn_norm->data, n, c->n_embd, c->norm_eps, ctx->xb));
-    TRY(be->matmul(be, w->wq, ctx->xb, n, ctx->q));
-    TRY(be->matmul(be, w->wk, ctx->xb, n, ctx->k));
-    TRY(be->matmul(be, w->wv, ctx->xb, n, ctx->v));
+    const struct sl_gguf_tensor *qkv[3] = {w->wq, w->wk, w->wv};
+    float *qkv_out[3] = {ctx->q, ctx->k, ctx->v};
+    TRY(be->matmul_n(be, 3, qkv, ctx->xb, n, qkv_out));
     if (w->bq) {
         TRY(be->add(be, ctx->q, w->bq->data, n, qw, 1));
         TRY(be->add(be, ctx->k, w->bk->data, n, kw, 1));
@@ -130,8 +130,9 @@ static int layer_forward(sl_context *ctx, int32_t il, int64_t n, int64_t pos0) {
     TRY(be->add(be, ctx->x, ctx->proj, n, c->n_embd, n));
 
     TRY(be->rmsnorm(be, ctx->x, w->ffn_norm->data, n, c->n_embd, c->norm_eps, ctx->xb));
-    TRY(be->matmul(be, w->w_gate, ctx->xb, n, ctx->gate));
-    TRY(be->matmul(be, w->w_up, ctx->xb, n, ctx->up));
+    const struct sl_gguf_tensor *gu[2] = {w->w_gate, w->w_up};
+    float *gu_out[2] = {ctx->gate, ctx->up};
+    TRY(be->matmul_n(be, 2, gu, ctx->xb, n, gu_out));
     TRY(be->swiglu(be, ctx->gate, ctx->up, n * c->n_ff, ctx->gate));
     TRY(be->matmul(be, w->w_down, ctx->gate, n, ctx->proj));
     TRY(be->add(be, ctx->x, ctx->proj, n, c->n_embd, n));

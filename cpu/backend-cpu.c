@@ -23,6 +23,11 @@ static int op_matmul(struct sl_backend *be, const struct sl_gguf_tensor *w, cons
     return sl_cpu_matmul(cpu(be)->pool, &cpu(be)->mm, w, x, n, y);
 }
 
+static int op_matmul_n(struct sl_backend *be, int nw, const struct sl_gguf_tensor *const *w, const float *x,
+                       int64_t n, float *const *y) {
+    return sl_cpu_matmul_n(cpu(be)->pool, &cpu(be)->mm, nw, w, x, n, y);
+}
+
 static int op_get_rows(struct sl_backend *be, const struct sl_gguf_tensor *w, const int32_t *ids, int64_t n, float *x) {
     int64_t k = w->ne[0];
     size_t row = (size_t)sl_type_row_bytes(w->type, k);
@@ -118,7 +123,7 @@ int sl_backend_cpu_create(int n_threads, struct sl_backend **out) {
     /* OpenBLAS runs the prefill GEMMs with as many threads as our pool has. */
     openblas_set_num_threads(sl_threadpool_size(c->pool));
     c->be = (struct sl_backend){
-        .name = "cpu", .impl = c, .matmul = op_matmul, .get_rows = op_get_rows, .rmsnorm = op_rmsnorm,
+        .name = "cpu", .impl = c, .matmul = op_matmul, .matmul_n = op_matmul_n, .get_rows = op_get_rows, .rmsnorm = op_rmsnorm,
         .rope = op_rope, .add = op_add, .swiglu = op_swiglu, .attention = op_attention, .free = op_free,
     };
     *out = &c->be;

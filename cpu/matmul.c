@@ -3,6 +3,7 @@
 
 #include <cblas.h>
 #include <inttypes.h>
+#include <stdbool.h>
 
 #include "core/internal.h"
 #include "cpu/vec-dot.h"
@@ -10,21 +11,32 @@
 
 #define WSLICE_BYTES (8u << 20) /* f32 weight slice for sgemm: bounds the scratch */
 
+/* Several weights over the same activations in one parallel section: rows of all weights
+ * are numbered consecutively and split across threads. */
+#define MAX_MULTI 4
+
 struct dot_task {
-    sl_vec_dot_fn dot;
-    const uint8_t *w, *xq;
-    size_t w_row, xq_row;
-    int64_t n, k, m;
-    float *y;
+    int nw;
+    sl_vec_dot_fn dot[MAX_MULTI];
+    const uint8_t *w[MAX_MULTI], *xq[MAX_MULTI];
+    size_t w_row[MAX_MULTI], xq_row[MAX_MULTI];
+    int64_t m[MAX_MULTI], row0[MAX_MULTI + 1];
+    float *y[MAX_MULTI];
+    int64_t n, k;
 };
 
 static void dot_rows(void *arg, int ith, int nth) {
     const struct dot_task *t = arg;
     int64_t r0, r1;
-    sl_split_range(t->m, ith, nth, &r0, &r1);
-    for (int64_t r = r0; r < r1; r++) {
-        const uint8_t *row = t->w + (size_t)r * t->w_row;
-        for (int64_t i = 0; i < t->n; i++) t->y[i * t->m + r] = t->dot(row, t->xq + (size_t)i * t->xq_row, t->k);
+    sl_split_range(t->row0[t->nw], ith, nth, &r0, &r1);
+    for (int wi = 0; wi < t->nw; wi++) {
+        int64_t a = r0 > t->row0[wi] ? r0 : t->row0[wi], b = r1 < t->row0[wi + 1] ? r1 : t->row0[wi + 1];
+        for (int64_t g = a; g < b; g++) {
+            int64_t r = g - t->row0[wi];
+            const uint8_t *row = t->w[wi] + (size_t)r * t->w_row[wi];
+            for (int64_t i = 0; i < t->n; i++)
+                t->y[wi][i * t->m[wi] + r] = t->dot[wi](row, t->xq[wi] + (size_t)i * t->xq_row[wi], t->k);
+        }
     }
 }
 
@@ -43,16 +55,39 @@ static void dequant_rows(void *arg, int ith, int nth) {
     if (r1 > r0) sl_dequant_f32(t->type, t->src + (size_t)r0 * t->w_row, t->dst + r0 * t->k, (r1 - r0) * t->k);
 }
 
-static int matmul_dot(sl_threadpool *pool, struct sl_matmul_scratch *s, const struct sl_gguf_tensor *w,
-                      const float *x, int64_t n, float *y) {
-    int64_t k = w->ne[0], m = w->ne[1];
-    struct sl_vec_dot vd = sl_vec_dot_for(w->type);
-    if (!vd.dot) return sl_fail(SL_EUNSUPPORTED, "no dot kernel for %s weights", sl_type_name(w->type));
-    size_t xq_row = sl_act_row_bytes(vd.act, k);
-    uint8_t *xq = sl_scratch_get(&s->act, xq_row * (size_t)n);
+static int matmul_dot(sl_threadpool *pool, struct sl_matmul_scratch *s, int nw,
+                      const struct sl_gguf_tensor *const *w, const float *x, int64_t n, float *const *y) {
+    int64_t k = w[0]->ne[0];
+    struct dot_task t = {.nw = nw, .n = n, .k = k};
+    size_t off[3] = {0}, total = 0; /* one quantized copy of x per activation format */
+    bool need[3] = {false};
+    for (int i = 0; i < nw; i++) {
+        struct sl_vec_dot vd = sl_vec_dot_for(w[i]->type);
+        if (!vd.dot) return sl_fail(SL_EUNSUPPORTED, "no dot kernel for %s weights", sl_type_name(w[i]->type));
+        need[vd.act] = true;
+        t.dot[i] = vd.dot;
+        t.xq_row[i] = sl_act_row_bytes(vd.act, k);
+    }
+    for (int f = 0; f < 3; f++)
+        if (need[f]) {
+            off[f] = total;
+            total += (sl_act_row_bytes((enum sl_act_format)f, k) * (size_t)n + 63) & ~(size_t)63;
+        }
+    uint8_t *xq = sl_scratch_get(&s->act, total);
     if (!xq) return SL_ENOMEM;
-    for (int64_t i = 0; i < n; i++) sl_act_quantize(vd.act, x + i * k, xq + (size_t)i * xq_row, k);
-    struct dot_task t = {vd.dot, w->data, xq, (size_t)sl_type_row_bytes(w->type, k), xq_row, n, k, m, y};
+    for (int f = 0; f < 3; f++)
+        if (need[f])
+            for (int64_t i = 0; i < n; i++)
+                sl_act_quantize((enum sl_act_format)f, x + i * k,
+                                xq + off[f] + (size_t)i * sl_act_row_bytes((enum sl_act_format)f, k), k);
+    for (int i = 0; i < nw; i++) {
+        t.w[i] = w[i]->data;
+        t.xq[i] = xq + off[sl_vec_dot_for(w[i]->type).act];
+        t.w_row[i] = (size_t)sl_type_row_bytes(w[i]->type, k);
+        t.m[i] = w[i]->ne[1];
+        t.y[i] = y[i];
+        t.row0[i + 1] = t.row0[i] + w[i]->ne[1];
+    }
     sl_threadpool_run(pool, dot_rows, &t);
     return 0;
 }
@@ -99,9 +134,21 @@ static int matmul_sgemm(sl_threadpool *pool, struct sl_matmul_scratch *s, const 
     return 0;
 }
 
+int sl_cpu_matmul_n(sl_threadpool *pool, struct sl_matmul_scratch *s, int nw,
+                    const struct sl_gguf_tensor *const *w, const float *x, int64_t n, float *const *y) {
+    if (nw < 1 || nw > MAX_MULTI) return sl_fail(SL_EINVAL, "%d weights in one matmul", nw);
+    for (int i = 1; i < nw; i++)
+        if (w[i]->ne[0] != w[0]->ne[0]) return sl_fail(SL_ESHAPE, "weights of one matmul differ in width");
+    if (n <= 0) return 0;
+    if (n <= SL_MATMUL_DOT_MAX_ROWS) return matmul_dot(pool, s, nw, w, x, n, y);
+    for (int i = 0; i < nw; i++) {
+        int rc = matmul_sgemm(pool, s, w[i], x, n, y[i]);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
 int sl_cpu_matmul(sl_threadpool *pool, struct sl_matmul_scratch *s, const struct sl_gguf_tensor *w,
                   const float *x, int64_t n, float *y) {
-    if (n <= 0) return 0;
-    if (n <= SL_MATMUL_DOT_MAX_ROWS) return matmul_dot(pool, s, w, x, n, y);
-    return matmul_sgemm(pool, s, w, x, n, y);
+    return sl_cpu_matmul_n(pool, s, 1, &w, x, n, &y);
 }

@@ -22,6 +22,11 @@ struct sl_matmul_scratch {
     struct sl_scratch xf32;  /* activations rounded through the 8-bit format */
 };
 
+/* Several weights of the same input width over the same x: y[i] = x . w[i]^T, with x
+ * quantized once and one parallel section (up to 4 weights). */
+int sl_cpu_matmul_n(sl_threadpool *pool, struct sl_matmul_scratch *s, int nw,
+                    const struct sl_gguf_tensor *const *w, const float *x, int64_t n, float *const *y);
+
 int sl_cpu_matmul(sl_threadpool *pool, struct sl_matmul_scratch *s, const struct sl_gguf_tensor *w,
                   const float *x, int64_t n, float *y);
 

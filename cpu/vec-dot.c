@@ -261,27 +261,45 @@ AVX2 static float dot_q4_0_q8_0_avx2(const void *w, const void *x, int64_t n) {
     return hsum8(acc);
 }
 
+/* Two blocks per iteration into two accumulators: the fmadd chain, not the loads, bounds a
+ * single-accumulator loop at these row lengths. */
 AVX2 static float dot_q4_1_q8_1_avx2(const void *w, const void *x, int64_t n) {
     const uint8_t *a = w, *b = x;
-    __m256 acc = _mm256_setzero_ps();
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     float mins = 0;
-    for (int64_t i = 0; i < n / QK; i++, a += 20, b += 36) {
+    int64_t nb = n / QK, i = 0;
+    for (; i + 2 <= nb; i += 2, a += 40, b += 72) {
+        __m256i qb0 = _mm256_loadu_si256((const __m256i *)(b + 4));
+        __m256i qb1 = _mm256_loadu_si256((const __m256i *)(b + 36 + 4));
+        __m256 p0 = mul_u8_s8(unpack_nibbles(a + 4), qb0), p1 = mul_u8_s8(unpack_nibbles(a + 24), qb1);
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half(a) * half(b)), p0, acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(half(a + 20) * half(b + 36)), p1, acc1);
+        mins += half(a + 2) * half(b + 2) + half(a + 22) * half(b + 38);
+    }
+    for (; i < nb; i++, a += 20, b += 36) {
         __m256i qb = _mm256_loadu_si256((const __m256i *)(b + 4));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(half(a) * half(b)), mul_u8_s8(unpack_nibbles(a + 4), qb), acc);
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half(a) * half(b)), mul_u8_s8(unpack_nibbles(a + 4), qb), acc0);
         mins += half(a + 2) * half(b + 2);
     }
-    return hsum8(acc) + mins;
+    return hsum8(_mm256_add_ps(acc0, acc1)) + mins;
 }
 
 AVX2 static float dot_q8_0_q8_0_avx2(const void *w, const void *x, int64_t n) {
     const uint8_t *a = w, *b = x;
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / QK; i++, a += 34, b += 34) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t nb = n / QK, i = 0;
+    for (; i + 2 <= nb; i += 2, a += 68, b += 68) {
+        __m256 p0 = mul_s8_s8(_mm256_loadu_si256((const __m256i *)(a + 2)), _mm256_loadu_si256((const __m256i *)(b + 2)));
+        __m256 p1 = mul_s8_s8(_mm256_loadu_si256((const __m256i *)(a + 36)), _mm256_loadu_si256((const __m256i *)(b + 36)));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half(a) * half(b)), p0, acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(half(a + 34) * half(b + 34)), p1, acc1);
+    }
+    for (; i < nb; i++, a += 34, b += 34) {
         __m256i qa = _mm256_loadu_si256((const __m256i *)(a + 2));
         __m256i qb = _mm256_loadu_si256((const __m256i *)(b + 2));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(half(a) * half(b)), mul_s8_s8(qa, qb), acc);
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(half(a) * half(b)), mul_s8_s8(qa, qb), acc0);
     }
-    return hsum8(acc);
+    return hsum8(_mm256_add_ps(acc0, acc1));
 }
 
 /* The 32 fifth bits of a Q5 block as bytes 0x10 or 0x00, in element order. */

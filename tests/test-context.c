@@ -102,11 +102,18 @@ Test(context, chunking_and_decode_paths_agree) {
         float d = rel_diff(ref + (size_t)i * V, l);
         max_d = fmaxf(max_d, d);
         cr_assert(d < 0.08f, "pos %d: decode path differs by %g of the logit range", i, d);
-        agree += argmax(ref + (size_t)i * V) == argmax(l);
+        const float *r = ref + (size_t)i * V;
+        int top = argmax(r);
+        float second = -INFINITY;
+        for (int j = 0; j < V; j++)
+            if (j != top && r[j] > second) second = r[j];
+        /* 8-bit activations make near-ties fragile (see test-reference.c); clear leads must hold */
+        if (r[top] - second > 1.0f) cr_assert_eq(argmax(l), top, "pos %d: lead %.3f", i, r[top] - second);
+        agree += top == argmax(l);
     }
     fprintf(stderr, "context: chunked vs whole max %.4f, decode vs prefill max %.4f of the logit range, top-1 %d/%d\n",
             max_dc, max_d, agree, N);
-    cr_assert(agree >= N - 2, "top-1 agreed at only %d of %d positions", agree, N);
+    cr_assert(agree >= N * 85 / 100, "top-1 agreed at only %d of %d positions", agree, N);
     cr_assert_eq(sl_context_n_past(steps), N);
     free(ref);
     sl_context_free(whole);

@@ -246,3 +246,42 @@ Test(vec_dot, activation_quantization_paths_identical) {
     const int8_t *q = (const int8_t *)(a + 2);
     cr_assert(q[0] == 127 && q[1] == 0 && q[2] == 2 && q[3] == -2 && q[4] == 2 && q[5] == 0);
 }
+
+Test(matmul, several_weights_in_one_pass_equal_separate_calls) {
+    sl_threadpool *p;
+    cr_assert_eq(sl_threadpool_create(2, 0, &p), 0);
+    struct sl_matmul_scratch s = {0};
+    const int64_t k = 128;
+    const int types[3] = {SL_TYPE_Q4_1, SL_TYPE_Q8_0, SL_TYPE_Q4_0};
+    const int64_t ms[3] = {64, 32, 48};
+    uint8_t *wb[3];
+    struct sl_gguf_tensor t[3];
+    const struct sl_gguf_tensor *tp[3];
+    float x[4 * 128], *y1[3], *y2[3];
+    for (int i = 0; i < 3; i++) {
+        wb[i] = malloc((size_t)sl_type_row_bytes(types[i], k * ms[i]));
+        random_blocks(types[i], wb[i], k * ms[i]);
+        t[i] = (struct sl_gguf_tensor){.name = "w", .type = types[i], .n_dims = 2, .ne = {k, ms[i], 1, 1},
+                                       .n_elems = k * ms[i], .data = wb[i]};
+        tp[i] = &t[i];
+        y1[i] = malloc(sizeof(float) * 4 * ms[i]);
+        y2[i] = malloc(sizeof(float) * 4 * ms[i]);
+    }
+    for (int i = 0; i < 4 * 128; i++) x[i] = frand();
+    for (int64_t n = 1; n <= 4; n += 3) {
+        cr_assert_eq(sl_cpu_matmul_n(p, &s, 3, tp, x, n, y1), 0);
+        for (int i = 0; i < 3; i++) {
+            cr_assert_eq(sl_cpu_matmul(p, &s, tp[i], x, n, y2[i]), 0);
+            cr_assert_eq(memcmp(y1[i], y2[i], sizeof(float) * (size_t)(n * ms[i])), 0, "weight %d n %ld", i, (long)n);
+        }
+    }
+    for (int i = 0; i < 3; i++) {
+        free(wb[i]);
+        free(y1[i]);
+        free(y2[i]);
+    }
+    sl_scratch_free(&s.act);
+    sl_scratch_free(&s.wf32);
+    sl_scratch_free(&s.xf32);
+    sl_threadpool_free(p);
+}
