@@ -82,7 +82,7 @@ int main(int argc, char **argv) {
     for (const char *p = depths; *p;) {
         long depth = strtol(p, (char **)&p, 10);
         if (*p == ',') p++;
-        if (depth <= 0) continue;
+        if (depth < 0) continue;
         struct sl_context_params cp = sl_context_default_params();
         cp.n_ctx = depth + n_decode + 1;
         cp.n_threads = threads;
@@ -92,11 +92,11 @@ int main(int argc, char **argv) {
             fprintf(stderr, "bench-dense: %s: %s\n", sl_strerror(rc), sl_error_detail());
             return 1;
         }
-        int32_t *t = malloc(sizeof(int32_t) * (size_t)depth);
+        int32_t *t = malloc(sizeof(int32_t) * (size_t)(depth + 1));
         srand(1);
         for (long i = 0; i < depth; i++) t[i] = rand() % c->n_vocab;
         double t0 = now();
-        rc = sl_context_eval(ctx, t, depth, false);
+        rc = depth ? sl_context_eval(ctx, t, depth, false) : 0; /* depth 0: decode from empty */
         double t_pf = now() - t0;
         int32_t tok = 0;
         /* one warm-up step, then the timed ones */
@@ -114,9 +114,9 @@ int main(int argc, char **argv) {
         double bytes = w_bytes + kv_tok * (double)(depth + n_decode / 2);
         double limit = bw * 1e9 / bytes;
         if (csv)
-            printf("spotlight,%ld,%.1f,%.2f,%.1f,%.0f,%.2f\n", depth, depth / t_pf, 1 / t_dec, limit, bytes, bw);
+            printf("spotlight,%ld,%.1f,%.2f,%.1f,%.0f,%.2f\n", depth, depth ? depth / t_pf : 0.0, 1 / t_dec, limit, bytes, bw);
         else
-            printf("| spotlight | %ld | %.1f | %.2f | %.1f (%.1f MB) |\n", depth, depth / t_pf, 1 / t_dec, limit, bytes / 1e6);
+            printf("| spotlight | %ld | %.1f | %.2f | %.1f (%.1f MB) |\n", depth, depth ? depth / t_pf : 0.0, 1 / t_dec, limit, bytes / 1e6);
         fflush(stdout);
         free(t);
         sl_context_free(ctx);

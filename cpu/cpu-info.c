@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "core/internal.h"
+#include "cpu/dispatch.h"
 #include "spotlight/cpu.h"
 
 static void read_model_name(char *dst, size_t cap) {
@@ -52,6 +53,24 @@ static void read_isa(struct sl_cpu_info *out) {
     out->avx512_vpopcntdq = out->avx512f && (c & (1u << 14));
     out->avx512_vnni = out->avx512f && (c & (1u << 11));
     if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) out->avx512_bf16 = out->avx512f && (a & (1u << 5));
+}
+
+static int g_force_scalar;
+
+int sl_cpu_force_scalar(int on) {
+    int prev = g_force_scalar;
+    g_force_scalar = on;
+    return prev;
+}
+
+bool sl_cpu_use_avx2(void) {
+    static int cached = -1; /* computed once; a racing first call computes the same value */
+    if (cached < 0) {
+        struct sl_cpu_info ci;
+        sl_cpu_info_get(&ci);
+        cached = ci.avx2 && ci.fma && ci.f16c;
+    }
+    return cached && !g_force_scalar;
 }
 
 int sl_cpu_info_get(struct sl_cpu_info *out) {

@@ -4,18 +4,11 @@
 #include <math.h>
 
 #include "core/quant-internal.h"
+#include "cpu/dispatch.h"
 #include "spotlight/cpu.h"
 #include "spotlight/quant.h"
 
-static int have_f16c(void) {
-    static int cached = -1;
-    if (cached < 0) {
-        struct sl_cpu_info ci;
-        sl_cpu_info_get(&ci);
-        cached = ci.f16c && ci.fma && ci.avx2;
-    }
-    return cached;
-}
+#define have_f16c sl_cpu_use_avx2
 
 #if defined(__x86_64__)
 #include <immintrin.h>

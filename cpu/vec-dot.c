@@ -2,6 +2,8 @@
  * AVX2 kernels for the 32-element formats, chosen at run time. */
 #include "cpu/vec-dot.h"
 
+#include "cpu/dispatch.h"
+
 #include <math.h>
 #include <stdbool.h>
 #include <string.h>
@@ -76,7 +78,7 @@ __attribute__((target("avx2,fma,f16c"))) static void quantize_block_avx2(const f
 }
 #endif
 
-static bool have_avx2(void);
+#define have_avx2 sl_cpu_use_avx2
 
 void sl_act_quantize(enum sl_act_format f, const float *x, void *out, int64_t n) {
     if (f == SL_ACT_F32) {
@@ -341,24 +343,6 @@ AVX2 static float dot_f32_avx2(const void *w, const void *x, int64_t n) {
 #endif
 
 /* ---- dispatch --------------------------------------------------------------------------- */
-
-static int g_force_scalar;
-
-int sl_vec_dot_force_scalar(int on) {
-    int prev = g_force_scalar;
-    g_force_scalar = on;
-    return prev;
-}
-
-static bool have_avx2(void) {
-    static int cached = -1;
-    if (cached < 0) {
-        struct sl_cpu_info ci;
-        sl_cpu_info_get(&ci);
-        cached = ci.avx2 && ci.fma && ci.f16c;
-    }
-    return cached && !g_force_scalar;
-}
 
 struct sl_vec_dot sl_vec_dot_for(int type) {
     bool v = have_avx2();

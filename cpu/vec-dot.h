@@ -40,7 +40,4 @@ void sl_act_quantize(enum sl_act_format f, const float *x, void *out, int64_t n)
 /* Expands a quantized activation row back to floats (d * q per element). */
 void sl_act_dequantize(enum sl_act_format f, const void *in, float *x, int64_t n);
 
-/* Forces the scalar kernels (tests compare dispatch paths); returns the previous setting. */
-int sl_vec_dot_force_scalar(int on);
-
 #endif

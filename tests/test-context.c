@@ -10,19 +10,11 @@
 #include "spotlight/context.h"
 #include "spotlight/error.h"
 #include "spotlight/tokenizer.h"
+#include "tests/model-cache.h"
 
 static sl_model *g_model;
 
-static void load(void) {
-    char path[4096];
-    const char *d = getenv("SPOTLIGHT_MODELS"), *x = getenv("XDG_CACHE_HOME");
-    const char *file = "SmolLM2-135M-Instruct.Q4_1.gguf";
-    if (d && *d) snprintf(path, sizeof path, "%s/%s", d, file);
-    else if (x && *x) snprintf(path, sizeof path, "%s/spotlight/%s", x, file);
-    else snprintf(path, sizeof path, "%s/.cache/spotlight/%s", getenv("HOME"), file);
-    int rc = sl_model_load(path, &g_model);
-    cr_assert_eq(rc, 0, "%s: %s (run tools/fetch-model.sh)", path, sl_error_detail());
-}
+static void load(void) { g_model = test_load_model(TEST_SMOLLM2); }
 
 static void unload(void) { sl_model_free(g_model); }
 

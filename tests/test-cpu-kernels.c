@@ -9,6 +9,7 @@
 
 #include "core/kv-cache.h"
 #include "cpu/attention.h"
+#include "cpu/dispatch.h"
 #include "cpu/matmul.h"
 #include "cpu/threadpool.h"
 #include "cpu/vec-dot.h"
@@ -80,9 +81,9 @@ Test(vec_dot, paths_agree_with_dequantized_reference) {
                 mag += fabs((double)wf[i] * xf[i]);
             }
             float fast = vd.dot(w, xq, n);
-            int prev = sl_vec_dot_force_scalar(1);
+            int prev = sl_cpu_force_scalar(1);
             float slow = sl_vec_dot_for(type).dot(w, xq, n);
-            sl_vec_dot_force_scalar(prev);
+            sl_cpu_force_scalar(prev);
             /* Same integer sums; only float rounding of per-block products differs. Q8_1's
              * stored block sum s = d*sum(q) is rounded to f16, hence the looser bound there. */
             double tol = 1e-5 * mag + (vd.act == SL_ACT_Q8_1 ? 2e-3 * mag : 0) + 1e-6;
@@ -234,9 +235,9 @@ Test(vec_dot, activation_quantization_paths_identical) {
         for (int i = 33; i < 64; i++) x[i] = 0;
         for (int f = SL_ACT_Q8_0; f <= SL_ACT_Q8_1; f++) {
             sl_act_quantize(f, x, a, N);
-            int prev = sl_vec_dot_force_scalar(1);
+            int prev = sl_cpu_force_scalar(1);
             sl_act_quantize(f, x, b, N);
-            sl_vec_dot_force_scalar(prev);
+            sl_cpu_force_scalar(prev);
             cr_assert_eq(memcmp(a, b, sl_act_row_bytes(f, N)), 0, "format %d rep %d", f, rep);
         }
     }

@@ -11,26 +11,11 @@
 #include "spotlight/error.h"
 #include "spotlight/model.h"
 #include "spotlight/quant.h"
+#include "tests/model-cache.h"
 
-#define SMOLLM2 "SmolLM2-135M-Instruct.Q4_1.gguf"
-#define QWEN25 "Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf"
-
-/* The model cache, as tools/fetch-model.sh and the CLI find it. */
-static sl_model *load(const char *file) {
-    char path[4096];
-    const char *d = getenv("SPOTLIGHT_MODELS"), *x = getenv("XDG_CACHE_HOME");
-    if (d && *d)
-        snprintf(path, sizeof path, "%s/%s", d, file);
-    else if (x && *x)
-        snprintf(path, sizeof path, "%s/spotlight/%s", x, file);
-    else
-        snprintf(path, sizeof path, "%s/.cache/spotlight/%s", getenv("HOME"), file);
-    sl_model *m = NULL;
-    int rc = sl_model_load(path, &m);
-    cr_assert_eq(rc, 0, "cannot load %s (%s: %s); run tools/fetch-model.sh (see tools/models.tsv)",
-                 path, sl_strerror(rc), sl_error_detail());
-    return m;
-}
+#define SMOLLM2 TEST_SMOLLM2
+#define QWEN25 TEST_QWEN25
+#define load test_load_model
 
 Test(smollm2, hyperparameters) {
     sl_model *m = load(SMOLLM2);

@@ -19,6 +19,7 @@
 
 #include "spotlight/context.h"
 #include "spotlight/error.h"
+#include "tests/model-cache.h"
 
 #define K 20
 
@@ -91,18 +92,6 @@ static void load_fixture(const char *name, struct fixture *fx) {
     fclose(f);
 }
 
-static sl_model *load_model(const char *file) {
-    char path[4096];
-    const char *d = getenv("SPOTLIGHT_MODELS"), *x = getenv("XDG_CACHE_HOME");
-    if (d && *d) snprintf(path, sizeof path, "%s/%s", d, file);
-    else if (x && *x) snprintf(path, sizeof path, "%s/spotlight/%s", x, file);
-    else snprintf(path, sizeof path, "%s/.cache/spotlight/%s", getenv("HOME"), file);
-    sl_model *m;
-    int rc = sl_model_load(path, &m);
-    cr_assert_eq(rc, 0, "%s: %s (run tools/fetch-model.sh)", path, sl_error_detail());
-    return m;
-}
-
 static int32_t argmax(const float *l, int32_t n) {
     int32_t b = 0;
     for (int32_t i = 1; i < n; i++)
@@ -128,7 +117,7 @@ struct bounds {
 static void check_model(const char *model_file, const char *fixture, struct bounds b) {
     struct fixture fx;
     load_fixture(fixture, &fx);
-    sl_model *m = load_model(model_file);
+    sl_model *m = test_load_model(model_file);
     const int32_t nv = (int32_t)fx.n_vocab;
     cr_assert_eq(nv, sl_model_config(m)->n_vocab);
     for (uint32_t r = 0; r < fx.n_records; r++) {
@@ -206,7 +195,7 @@ static void check_model(const char *model_file, const char *fixture, struct boun
  * llama.cpp against its own fixture: flash attention on keeps 19 and 42 of 64 greedy tokens,
  * token-by-token prompt processing 4 and 55. */
 Test(reference, smollm2_vs_llama_cpp, .timeout = 900) {
-    check_model("SmolLM2-135M-Instruct.Q4_1.gguf", "logits-smollm2.bin",
+    check_model(TEST_SMOLLM2, "logits-smollm2.bin",
                 (struct bounds){.margin = 1.0f, .min_agree = 0.90f, .max_logit_err = 2.0f,
                                 .mean_logit_err = 0.2f, .mean_nll_err = 0.1f});
 }
@@ -215,7 +204,7 @@ Test(reference, smollm2_vs_llama_cpp, .timeout = 900) {
  * 0.034-0.045; greedy identical for 64 and 33 of 64 tokens. (The K-quant layers multiply
  * against f32 activations here where llama.cpp uses 8-bit ones.) */
 Test(reference, qwen25_vs_llama_cpp, .timeout = 900) {
-    check_model("Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf", "logits-qwen2.5-coder.bin",
+    check_model(TEST_QWEN25, "logits-qwen2.5-coder.bin",
                 (struct bounds){.margin = 1.0f, .min_agree = 0.92f, .max_logit_err = 1.0f,
                                 .mean_logit_err = 0.1f, .mean_nll_err = 0.07f});
 }

@@ -16,9 +16,10 @@
 #include "spotlight/gguf.h"
 #include "spotlight/tokenizer.h"
 #include "tests/gguf-builder.h"
+#include "tests/model-cache.h"
 
-#define SMOLLM2 "SmolLM2-135M-Instruct.Q4_1.gguf"
-#define QWEN25 "Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf"
+#define SMOLLM2 TEST_SMOLLM2
+#define QWEN25 TEST_QWEN25
 
 struct fx {
     sl_gguf *g;
@@ -28,10 +29,7 @@ struct fx {
 /* The model cache, as tools/fetch-model.sh and the CLI find it. */
 static struct fx open_model(const char *file) {
     char path[4096];
-    const char *d = getenv("SPOTLIGHT_MODELS"), *x = getenv("XDG_CACHE_HOME");
-    if (d && *d) snprintf(path, sizeof path, "%s/%s", d, file);
-    else if (x && *x) snprintf(path, sizeof path, "%s/spotlight/%s", x, file);
-    else snprintf(path, sizeof path, "%s/.cache/spotlight/%s", getenv("HOME"), file);
+    test_model_path(file, path, sizeof path);
     struct fx f = {0};
     int rc = sl_gguf_open(path, &f.g);
     cr_assert_eq(rc, 0, "cannot open %s (%s: %s); run tools/fetch-model.sh", path, sl_strerror(rc), sl_error_detail());
