@@ -114,13 +114,13 @@ static void softmax_rows(void *arg, int ith, int nth) {
     for (int64_t r = r0; r < r1; r++) {
         float *row = t->s + r * t->len;
         int64_t visible = t->pos0 + r + 1; /* causal: positions [0, pos0 + r] */
-        float m = -INFINITY, sum = 0;
+        float m = -INFINITY;
         for (int64_t j = 0; j < visible; j++) {
             row[j] *= t->scale;
-            if (row[j] > m) m = row[j];
+            m = fmaxf(m, row[j]);
         }
-        for (int64_t j = 0; j < visible; j++) sum += row[j] = expf(row[j] - m);
-        float inv = 1.0f / sum;
+        /* vectorised exp: at long contexts this loop runs len x n_batch times per head */
+        float inv = 1.0f / sl_exp_sub_sum(row, visible, m);
         for (int64_t j = 0; j < visible; j++) row[j] *= inv;
         for (int64_t j = visible; j < t->len; j++) row[j] = 0;
     }
