@@ -3,6 +3,7 @@
 #define SL_TOOLS_CLI_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* File name of the default model inside the model cache (see tools/fetch-model.sh). */
 #define SL_DEFAULT_MODEL_FILE "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -14,6 +15,18 @@ int cli_model_dir(char *buf, size_t cap);
 /* Resolves -m: the given path, or the default model in the cache. On failure prints an
  * error line (including how to fetch the default model) and returns -1. */
 int cli_model_path(const char *given, char *buf, size_t cap);
+
+/* Seconds on the monotonic clock (for tok/s reports). */
+double cli_now(void);
+
+/* Strict option values: the whole string must parse and lie in [lo, hi]; otherwise prints
+ * "spotlight <cmd>: <opt> must be ..." and returns -1. */
+int cli_parse_i64(const char *cmd, const char *opt, const char *s, int64_t lo, int64_t hi, int64_t *out);
+int cli_parse_f32(const char *cmd, const char *opt, const char *s, float lo, float hi, float *out);
+
+/* Reads a whole file into a NUL-terminated malloc'd buffer (the caller frees it); on failure
+ * prints one error line for command `cmd` and returns NULL. */
+char *cli_read_file(const char *cmd, const char *path, size_t *len);
 
 /* Prints "spotlight: <what>: <error text>[: <detail>]" to stderr for a library error code. */
 void cli_report(const char *what, int rc);

@@ -1,13 +1,11 @@
 /* `spotlight generate`: a prompt in, a continuation streamed out, speed reported at the end.
  * llama.cpp's habits: -m -p -f -n -c --temp --top-k --top-p --min-p --repeat-penalty --seed -t.
  * The pipeline a user can follow: model + tokenizer -> context -> prefill -> sample/decode loop. */
-#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "spotlight/context.h"
 #include "spotlight/error.h"
@@ -53,33 +51,12 @@ static void usage(FILE *f) {
             MAX_STOPS);
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* Parses an integer/float option strictly; prints one error line on failure. */
 static int parse_i64(const char *opt, const char *s, int64_t lo, int64_t hi, int64_t *out) {
-    char *end;
-    long long v = strtoll(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || v < lo || v > hi) {
-        fprintf(stderr, "spotlight generate: %s must be an integer in [%" PRId64 ", %" PRId64 "], got '%s'\n", opt, lo, hi, s);
-        return -1;
-    }
-    *out = v;
-    return 0;
+    return cli_parse_i64("generate", opt, s, lo, hi, out);
 }
 
 static int parse_f32(const char *opt, const char *s, float lo, float hi, float *out) {
-    char *end;
-    float v = strtof(s, &end);
-    if (*s == '\0' || *end != '\0' || !(v >= lo && v <= hi)) {
-        fprintf(stderr, "spotlight generate: %s must be a number in [%g, %g], got '%s'\n", opt, (double)lo, (double)hi, s);
-        return -1;
-    }
-    *out = v;
-    return 0;
+    return cli_parse_f32("generate", opt, s, lo, hi, out);
 }
 
 static int parse_args(int argc, char **argv, struct gen_opts *o) {
@@ -142,34 +119,6 @@ static int parse_args(int argc, char **argv, struct gen_opts *o) {
         return 2;
     }
     return 0;
-}
-
-/* Reads a whole file into a NUL-terminated buffer; prints one error line on failure. */
-static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "spotlight generate: cannot open %s: %s\n", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        n += fread(buf + n, 1, cap - n - 1, f);
-        if (n < cap - 1) break;
-        char *nb = realloc(buf, cap *= 2);
-        if (!nb) free(buf);
-        buf = nb;
-    }
-    int err = ferror(f);
-    fclose(f);
-    if (!buf || err) {
-        free(buf);
-        fprintf(stderr, "spotlight generate: cannot read %s\n", path);
-        return NULL;
-    }
-    buf[n] = '\0';
-    *len = n;
-    return buf;
 }
 
 struct gen_stats {
@@ -242,14 +191,14 @@ int cmd_generate(int argc, char **argv) {
     char *file_text = NULL;
     const char *text = o.prompt;
     if (o.file) {
-        if (!(file_text = read_file(o.file, &text_len))) return 1;
+        if (!(file_text = cli_read_file("generate", o.file, &text_len))) return 1;
         text = file_text;
     } else {
         text_len = strlen(text);
     }
 
     struct gen_stats st = {0};
-    double t0 = now_s();
+    double t0 = cli_now();
     sl_model *m = NULL;
     sl_tokenizer *tok = NULL;
     sl_context *ctx = NULL;
@@ -285,20 +234,20 @@ int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "spotlight generate: out of memory\n");
         goto done;
     }
-    st.t_load = now_s() - t0;
+    st.t_load = cli_now() - t0;
     st.n_prompt = n_prompt;
     for (int64_t i = 0; i < n_prompt; i++) sl_sampler_accept(smp, ids[i]);
 
-    double t1 = now_s();
+    double t1 = cli_now();
     if ((rc = sl_context_eval(ctx, ids, n_prompt, false))) {
         cli_report("prefill", rc);
         goto done;
     }
-    st.t_prefill = now_s() - t1;
+    st.t_prefill = cli_now() - t1;
     struct sl_detok dt;
     sl_detok_init(&dt, tok, false);
     st.stop_reason = "length";
-    double t2 = now_s();
+    double t2 = cli_now();
     char piece[256];
     for (;;) {
         int32_t id = sl_sampler_sample(smp, sl_context_logits(ctx));
@@ -324,7 +273,7 @@ int cmd_generate(int argc, char **argv) {
             goto done;
         }
     }
-    st.t_decode = now_s() - t2;
+    st.t_decode = cli_now() - t2;
     int nb = sl_detok_flush(&dt, piece, sizeof piece);
     if (nb > 0 && strcmp(st.stop_reason, "stop string") != 0) gen_output_append(&out, piece, (size_t)nb);
     gen_output_finish(&out);

@@ -5,14 +5,12 @@
  * when the model adds BOS), and only the second half of each chunk is scored: the token at
  * position j+1 under the logits at j, for j in [CTX/2, CTX-1). PPL = exp(mean NLL), with
  * llama.cpp's error estimate. */
-#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "spotlight/context.h"
 #include "spotlight/error.h"
@@ -36,12 +34,6 @@ static double nll_of(const float *logits, int32_t n_vocab, int32_t target) {
     return -((double)(logits[target] - mx) - log(sum));
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 int cmd_perplexity(int argc, char **argv) {
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"file", required_argument, 0, 'f'},
@@ -49,20 +41,16 @@ int cmd_perplexity(int argc, char **argv) {
         {"batch-size", required_argument, 0, 'b'}, {"threads", required_argument, 0, 't'},
         {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     const char *model = NULL, *file = NULL;
-    long n_ctx = 512, max_chunks = -1, n_batch = 512, n_threads = 0;
+    int64_t n_ctx = 512, max_chunks = -1, n_batch = 512, n_threads = 0;
     bool json = false;
     optind = 1;
     opterr = 0;
     int c;
-    char *end;
     while ((c = getopt_long(argc, argv, "m:f:c:b:t:h", opts, NULL)) != -1) {
-        long *dst = c == 'c' ? &n_ctx : c == 'k' ? &max_chunks : c == 'b' ? &n_batch : c == 't' ? &n_threads : NULL;
+        int64_t *dst = c == 'c' ? &n_ctx : c == 'k' ? &max_chunks : c == 'b' ? &n_batch : c == 't' ? &n_threads : NULL;
         if (dst) {
-            *dst = strtol(optarg, &end, 10);
-            if (*optarg == '\0' || *end != '\0' || *dst < (c == 'c' ? 4 : 1) || *dst > (1L << 30)) {
-                fprintf(stderr, "spotlight perplexity: bad value '%s' for -%c\n", optarg, c == 'k' ? 'k' : c);
-                return 2;
-            }
+            const char *name = c == 'c' ? "-c" : c == 'k' ? "--chunks" : c == 'b' ? "-b" : "-t";
+            if (cli_parse_i64("perplexity", name, optarg, c == 'c' ? 4 : 1, 1 << 30, dst)) return 2;
             continue;
         }
         switch (c) {
@@ -81,23 +69,9 @@ int cmd_perplexity(int argc, char **argv) {
     }
     char path[4096];
     if (cli_model_path(model, path, sizeof path) != 0) return 1;
-    FILE *fp = fopen(file, "rb");
-    if (!fp) {
-        fprintf(stderr, "spotlight perplexity: cannot open %s: %s\n", file, strerror(errno));
-        return 1;
-    }
-    fseek(fp, 0, SEEK_END);
-    long flen = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    char *text = flen >= 0 ? malloc((size_t)flen + 1) : NULL;
-    size_t got = text ? fread(text, 1, (size_t)flen, fp) : 0;
-    fclose(fp);
-    if (!text || got != (size_t)flen) {
-        fprintf(stderr, "spotlight perplexity: cannot read %s\n", file);
-        free(text);
-        return 1;
-    }
-    text[got] = '\0';
+    size_t got = 0;
+    char *text = cli_read_file("perplexity", file, &got);
+    if (!text) return 1;
 
     int status = 1, rc;
     sl_model *m = NULL;
@@ -118,7 +92,7 @@ int cmd_perplexity(int argc, char **argv) {
     int64_t n_chunks = n_tok / n_ctx;
     if (max_chunks > 0 && max_chunks < n_chunks) n_chunks = max_chunks;
     if (n_chunks < 1) {
-        fprintf(stderr, "spotlight perplexity: %s has %" PRId64 " tokens; at least one chunk of %ld is needed (lower -c)\n",
+        fprintf(stderr, "spotlight perplexity: %s has %" PRId64 " tokens; at least one chunk of %" PRId64 " is needed (lower -c)\n",
                 file, n_tok, n_ctx);
         goto done;
     }
@@ -133,9 +107,9 @@ int cmd_perplexity(int argc, char **argv) {
     chunk = malloc((size_t)n_ctx * sizeof *chunk);
     if (!chunk) goto done;
     const int64_t first = n_ctx / 2;
-    double nll = 0, nll2 = 0, t0 = now_s();
+    double nll = 0, nll2 = 0, t0 = cli_now();
     int64_t count = 0;
-    if (!json) fprintf(stderr, "perplexity: %" PRId64 " tokens, %" PRId64 " chunks of %ld\n", n_tok, n_chunks, n_ctx);
+    if (!json) fprintf(stderr, "perplexity: %" PRId64 " tokens, %" PRId64 " chunks of %" PRId64 "\n", n_tok, n_chunks, n_ctx);
     for (int64_t ci = 0; ci < n_chunks; ci++) {
         memcpy(chunk, ids + ci * n_ctx, (size_t)n_ctx * sizeof *chunk);
         if (sl_tokenizer_add_bos(tok) && sl_tokenizer_bos(tok) >= 0) chunk[0] = sl_tokenizer_bos(tok);
@@ -159,7 +133,7 @@ int cmd_perplexity(int argc, char **argv) {
     double mean = nll / (double)count, ppl = exp(mean);
     double var = nll2 / (double)count - mean * mean;
     double err = count > 1 && var > 0 ? ppl * sqrt(var / (double)(count - 1)) : 0;
-    double secs = now_s() - t0;
+    double secs = cli_now() - t0;
     if (json) {
         struct json_writer w;
         json_init(&w, stdout);
