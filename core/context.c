@@ -48,7 +48,7 @@ int sl_context_create(const sl_model *m, const struct sl_context_params *p, sl_c
     if (pp.n_batch <= 0) pp.n_batch = 256;
     if (pp.n_batch > pp.n_ctx) pp.n_batch = (int32_t)pp.n_ctx;
     if (c->rope_scaling != SL_ROPE_SCALING_NONE && c->rope_scaling != SL_ROPE_SCALING_LINEAR)
-        return sl_fail(SL_EUNSUPPORTED, "rope scaling '%s' is not implemented yet", sl_rope_scaling_name(c->rope_scaling));
+        return sl_fail(SL_EUNSUPPORTED, "rope scaling '%s' is not supported (only none and linear are)", sl_rope_scaling_name(c->rope_scaling));
     sl_context *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return sl_fail(SL_ENOMEM, "out of memory");
     ctx->model = m;

@@ -54,11 +54,9 @@ static int op_rmsnorm(struct sl_backend *be, const float *x, const float *w, int
  * multiplication as ggml does, so the angles (and hence logits) agree to the last bits. */
 static int op_rope(struct sl_backend *be, float *x, int64_t n, int32_t n_head, const struct sl_model_config *c, int64_t pos0) {
     const int hd = c->head_dim, nr = c->n_rot;
-    float freq_scale = 1.0f;
-    if (c->rope_scaling == SL_ROPE_SCALING_LINEAR)
-        freq_scale = 1.0f / c->rope_scale;
-    else if (c->rope_scaling != SL_ROPE_SCALING_NONE)
-        return sl_fail(SL_EUNSUPPORTED, "rope scaling '%s' is not implemented", sl_rope_scaling_name(c->rope_scaling));
+    /* sl_context_create refuses the other scaling types, so only these two reach here. */
+    SL_ASSERT(c->rope_scaling == SL_ROPE_SCALING_NONE || c->rope_scaling == SL_ROPE_SCALING_LINEAR);
+    const float freq_scale = c->rope_scaling == SL_ROPE_SCALING_LINEAR ? 1.0f / c->rope_scale : 1.0f;
     const float theta_scale = powf(c->rope_theta, -2.0f / (float)nr);
     float cs[2 * 512];
     if (nr > 1024) return sl_fail(SL_EUNSUPPORTED, "rope dimension %d too large", nr);

@@ -61,9 +61,11 @@ static int matmul_dot(sl_threadpool *pool, struct sl_matmul_scratch *s, int nw,
     struct dot_task t = {.nw = nw, .n = n, .k = k};
     size_t off[3] = {0}, total = 0; /* one quantized copy of x per activation format */
     bool need[3] = {false};
+    enum sl_act_format act[MAX_MULTI];
     for (int i = 0; i < nw; i++) {
         struct sl_vec_dot vd = sl_vec_dot_for(w[i]->type);
         if (!vd.dot) return sl_fail(SL_EUNSUPPORTED, "no dot kernel for %s weights", sl_type_name(w[i]->type));
+        act[i] = vd.act;
         need[vd.act] = true;
         t.dot[i] = vd.dot;
         t.xq_row[i] = sl_act_row_bytes(vd.act, k);
@@ -82,7 +84,7 @@ static int matmul_dot(sl_threadpool *pool, struct sl_matmul_scratch *s, int nw,
                                 xq + off[f] + (size_t)i * sl_act_row_bytes((enum sl_act_format)f, k), k);
     for (int i = 0; i < nw; i++) {
         t.w[i] = w[i]->data;
-        t.xq[i] = xq + off[sl_vec_dot_for(w[i]->type).act];
+        t.xq[i] = xq + off[act[i]];
         t.w_row[i] = (size_t)sl_type_row_bytes(w[i]->type, k);
         t.m[i] = w[i]->ne[1];
         t.y[i] = y[i];

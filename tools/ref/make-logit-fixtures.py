@@ -63,9 +63,7 @@ try:
 except ImportError:
     sys.exit("needs the llama.cpp venv: run tools/ref/llama-cpp.sh and use its venv/bin/python")
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-FIXTURES = os.path.normpath(os.path.join(HERE, "..", "..", "tests", "fixtures"))
-MODELS = {"smollm2": "SmolLM2-135M-Instruct.Q4_1.gguf", "qwen2.5-coder": "Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf"}
+from refpaths import FIXTURES, MODELS, cache_dir  # noqa: E402 (sibling module)
 # Each chat template's own default system prompt (tokenizer.chat_template in the GGUF).
 SYSTEM = {
     "smollm2": "You are a helpful AI assistant named SmolLM, trained by Hugging Face",
@@ -82,11 +80,6 @@ N_GEN = 64
 TOP_K = 20
 N_THREADS = 2
 N_BATCH = 512
-
-
-def cache_dir():
-    return os.environ.get("SPOTLIGHT_MODELS") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "spotlight")
 
 
 def chatml(system, user):

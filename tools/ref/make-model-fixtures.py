@@ -25,14 +25,7 @@ try:
 except ImportError:
     sys.exit("needs gguf-py: python3 -m pip install gguf==0.19.0 numpy")
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-FIXTURES = os.path.normpath(os.path.join(HERE, "..", "..", "tests", "fixtures"))
-MODELS = {"smollm2": "SmolLM2-135M-Instruct.Q4_1.gguf", "qwen2.5-coder": "Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf"}
-
-
-def cache_dir():
-    return os.environ.get("SPOTLIGHT_MODELS") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "spotlight")
+from refpaths import FIXTURES, MODELS, cache_dir  # noqa: E402 (sibling module)
 
 
 def write_fixture(path, out):

@@ -38,9 +38,7 @@ try:
 except ImportError:
     sys.exit("needs the llama.cpp venv: run tools/ref/llama-cpp.sh and use its venv/bin/python")
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-FIXTURES = os.path.normpath(os.path.join(HERE, "..", "..", "tests", "fixtures"))
-MODELS = {"smollm2": "SmolLM2-135M-Instruct.Q4_1.gguf", "qwen2.5-coder": "Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf"}
+from refpaths import FIXTURES, MODELS, cache_dir  # noqa: E402 (sibling module)
 
 LONG_TEXT = (
     # Gettysburg Address (1863) and the opening of the Declaration of Independence (1776);
@@ -212,11 +210,6 @@ CASES = [
     # long text
     ("long_paragraph", LONG_TEXT),
 ]
-
-
-def cache_dir():
-    return os.environ.get("SPOTLIGHT_MODELS") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "spotlight")
 
 
 def hx(b):
