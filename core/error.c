@@ -24,6 +24,8 @@ static const char *const k_error_text[] = {
     [SL_ENODEV - SL_EINVAL] = "no usable device",
     [SL_EDEVICE - SL_EINVAL] = "device error",
     [SL_ECORRUPT - SL_EINVAL] = "data corrupted (checksum mismatch)",
+    [SL_EMISMATCH - SL_EINVAL] = "stored data belongs to a different model",
+    [SL_ECLOSED - SL_EINVAL] = "already closed",
 };
 
 const char *sl_strerror(int err) {

@@ -32,6 +32,8 @@ enum sl_error {
     SL_ENODEV,          /* no usable device (GPU) */
     SL_EDEVICE,         /* device runtime (CUDA, cuBLAS) call failed */
     SL_ECORRUPT,        /* checksum mismatch */
+    SL_EMISMATCH,       /* stored data belongs to another owner (model fingerprint) */
+    SL_ECLOSED,         /* object already closed */
     SL_E_LAST_          /* sentinel, not an error */
 };
 

@@ -1,0 +1,142 @@
+/* The KV store's state, shared by its files:
+ *   kv-store.c       lifecycle, params, the tier-independent calls, stats
+ *   kv-store-host.c  host tier: blocks in RAM segments
+ *   kv-store-file.c  file tier: create/open, appends, sync, truncate, tail blocks
+ *   kv-gather.c      gather requests: planning, cache, reads in flight, copies
+ * Not installed. */
+#ifndef SL_STORAGE_KV_STORE_INTERNAL_H
+#define SL_STORAGE_KV_STORE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "spotlight/kv-store.h"
+#include "storage/block-cache.h"
+#include "storage/host-mem.h"
+#include "storage/kv-format.h"
+#include "storage/kv-io.h"
+
+#define SL_KV_MAX_REQUESTS 256
+
+/* A run of consecutive planned positions of one request that read the same block. */
+struct sl_kv_run {
+    int32_t slot;  /* cache slot (pinned), or -1: the layer's tail buffer */
+    int32_t count; /* positions */
+};
+
+struct sl_kv_cursor {
+    int32_t d; /* descriptor */
+    int64_t i; /* position within it */
+};
+
+struct sl_kv_request {
+    uint64_t ticket; /* 0: free */
+    int err;
+    bool done;
+    const struct sl_kv_gather *g;
+    int32_t n_g;
+    struct sl_kv_cursor copy, plan; /* copy <= plan; runs cover [copy, plan) */
+    struct sl_kv_run *runs;         /* ring of run_cap */
+    int32_t run_head, run_len;
+    int64_t last_key;               /* block of the newest run, to extend it */
+};
+
+struct sl_kv_store {
+    bool open;
+    enum sl_kv_tier tier;
+    struct sl_kv_layout layout;
+    struct sl_kv_store_params params;
+    char *path;
+    uint8_t fingerprint[32];
+
+    int64_t n_tokens;  /* committed */
+    int64_t *pending;  /* (n_layer) appended, not committed */
+    uint32_t *tags;    /* (capacity) in host memory `tags_mem` */
+    uint32_t tags_crc; /* of tags[0, n_tokens) */
+
+    /* host tier: segments of seg_blocks blocks of every (layer, head), allocated on demand.
+     * block (l, b, h) at seg[b / seg_blocks] + ((l * seg_blocks + b % seg_blocks) * H + h) *
+     * block_bytes */
+    struct sl_host_mem *segs;
+    int64_t n_segs, seg_blocks;
+
+    /* file tier */
+    struct sl_kv_io *io;
+    struct sl_host_mem tags_mem, crc_mem, win_mem, cache_mem;
+    uint32_t *crc;        /* (n_layer, n_blocks, H) block checksums, mirror of the file */
+    /* Per layer, blocks [win_first, win_first + win_blocks) of every head, laid out as in the
+     * file ((block, head) order): the committed partial block first, then pending rows.
+     * win_first = n_tokens / block_tokens for every layer. */
+    uint8_t *win;         /* (n_layer, win_blocks, H) blocks of block_stride */
+    int64_t win_blocks;
+    int64_t win_first;
+    int64_t crc_dirty_lo, crc_dirty_hi; /* block range whose checksums sync must write */
+    int64_t tags_synced;  /* tags before this position are on disk */
+    uint64_t generation;
+    int slot;             /* current header slot */
+    bool stale;           /* committed state differs from the current header */
+    struct sl_block_cache cache;
+    int32_t *slot_done;   /* (n_slots) bytes read so far into a LOADING slot */
+
+    /* gathers */
+    pthread_mutex_t lock;
+    struct sl_kv_request req[SL_KV_MAX_REQUESTS];
+    uint64_t next_ticket;
+    int32_t run_cap;
+
+    /* counters */
+    int64_t hits, misses, bytes_read, bytes_written, reads, writes, gathers, rows;
+    bool registered_io, pinned, mlocked;
+    int32_t numa_node;
+};
+
+static inline struct sl_host_mem_params sl_kv_mem_params(const struct sl_kv_store *s) {
+    struct sl_host_mem_params p = {
+        .numa_node = s->params.numa_node,
+        .mlock = s->params.mlock,
+        .reg = s->params.host_register,
+        .unreg = s->params.host_unregister,
+        .user = s->params.host_user,
+    };
+    return p;
+}
+
+/* Notes what a host allocation achieved in the store's stats. */
+void sl_kv_note_mem(struct sl_kv_store *s, const struct sl_host_mem *m);
+
+/* Per-layer pending counts, tags and the gather tables; once the layout is known. */
+int sl_kv_alloc_common(struct sl_kv_store *s);
+
+/* host tier */
+int sl_kv_host_init(struct sl_kv_store *s);
+void sl_kv_host_free(struct sl_kv_store *s);
+int sl_kv_host_append(struct sl_kv_store *s, int32_t layer, int64_t n, const uint8_t *k,
+                      const uint8_t *v);
+const uint8_t *sl_kv_host_block(const struct sl_kv_store *s, int32_t layer, int64_t block,
+                                int32_t head);
+int64_t sl_kv_host_ram(const struct sl_kv_store *s);
+
+/* file tier */
+int sl_kv_file_create(struct sl_kv_store *s);
+int sl_kv_file_open(struct sl_kv_store *s, const struct sl_kv_shape *expect);
+void sl_kv_file_free(struct sl_kv_store *s);
+int sl_kv_file_append(struct sl_kv_store *s, int32_t layer, int64_t n, const uint8_t *k,
+                      const uint8_t *v);
+int sl_kv_file_sync(struct sl_kv_store *s);
+int sl_kv_file_commit(struct sl_kv_store *s, int64_t n);
+int sl_kv_file_truncate(struct sl_kv_store *s, int64_t n);
+int64_t sl_kv_file_ram(const struct sl_kv_store *s);
+/* Checks a block read from disk against its checksum. */
+int sl_kv_file_verify(const struct sl_kv_store *s, int64_t key, const uint8_t *data);
+/* The window copy of block (layer, block, head) when block lies in the window, else NULL. */
+const uint8_t *sl_kv_file_window_block(const struct sl_kv_store *s, int32_t layer, int64_t block,
+                                       int32_t head);
+
+/* gathers */
+int sl_kv_gather_init(struct sl_kv_store *s);
+void sl_kv_gather_free(struct sl_kv_store *s);
+/* Waits out every request in flight (close, truncate). */
+void sl_kv_gather_drain(struct sl_kv_store *s);
+
+#endif
