@@ -6,6 +6,7 @@
 
 #include "core/internal.h"
 #include "spotlight/device.h"
+#include "spotlight/kv-store.h"
 
 #ifdef SL_HAVE_CUDA
 #include "gpu/gpu.h"
@@ -18,6 +19,19 @@ int sl_cuda_device_info(int index, struct sl_device_info *out) {
     return sl_gpu_device_info(index, out);
 }
 
+int sl_kv_store_params_for_device(struct sl_kv_store_params *p, int device) {
+    if (!p) return sl_fail(SL_EINVAL, "no KV store params");
+    int n = sl_gpu_device_count();
+    if (device < 0 || device >= n)
+        return sl_fail(SL_ENODEV, "CUDA device %d does not exist (%d visible)", device, n);
+    p->host_register = sl_gpu_host_register;
+    p->host_unregister = sl_gpu_host_unregister;
+    p->host_user = NULL;
+    int node = sl_gpu_numa_node(device);
+    if (node >= 0) p->numa_node = node;
+    return 0;
+}
+
 #else
 
 bool sl_cuda_compiled(void) { return false; }
@@ -27,6 +41,11 @@ int sl_cuda_device_count(void) { return 0; }
 int sl_cuda_device_info(int index, struct sl_device_info *out) {
     if (!out) return sl_fail(SL_EINVAL, "sl_cuda_device_info: out is NULL");
     return sl_fail(SL_ENODEV, "CUDA device %d: built without CUDA", index);
+}
+
+int sl_kv_store_params_for_device(struct sl_kv_store_params *p, int device) {
+    if (!p) return sl_fail(SL_EINVAL, "no KV store params");
+    return sl_fail(SL_ENODEV, "CUDA device %d: built without CUDA", device);
 }
 
 #endif

@@ -8,6 +8,7 @@
 #ifndef SL_GPU_GPU_H
 #define SL_GPU_GPU_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "spotlight/device.h"
@@ -37,6 +38,14 @@ int sl_gpu_device_info(int index, struct sl_device_info *out);
  * SL_EUNSUPPORTED (type not supported here) or SL_EDEVICE (launch failed). */
 int sl_gpu_dequant_bf16(int type, const void *src_dev, uint16_t *dst_dev, int64_t n, void *stream);
 int sl_gpu_dequant_f32(int type, const void *src_dev, float *dst_dev, int64_t n, void *stream);
+
+/* Page-locks (cudaHostRegister, portable) host memory for DMA: the KV store's host_register
+ * hook. 0 or SL_EDEVICE. */
+int sl_gpu_host_register(void *ptr, size_t bytes, void *user);
+void sl_gpu_host_unregister(void *ptr, void *user);
+
+/* NUMA node of a device's PCI slot (sysfs), or -1 when unknown or not NUMA. */
+int sl_gpu_numa_node(int device);
 
 #ifdef __cplusplus
 }

@@ -41,6 +41,7 @@ int sl_kv_layout_compute(const struct sl_kv_shape *s, int64_t capacity, struct s
      * stride <= 2^20 -> data <= 2^38 * 2^22 * 2^20 would not; check that one explicitly. */
     struct sl_kv_layout l = {.shape = *s, .capacity = capacity};
     l.n_blocks = (capacity + bt - 1) / bt;
+    l.block_shift = __builtin_ctz((unsigned)bt);
     l.row_bytes = (int64_t)s->head_dim * 2;
     l.block_bytes = 2 * (int64_t)bt * l.row_bytes;
     l.block_stride = round_up(l.block_bytes, SL_KV_ALIGN);

@@ -77,6 +77,7 @@ struct sl_kv_layout {
     struct sl_kv_shape shape;
     int64_t capacity;
     int64_t n_blocks;     /* ceil(capacity / block_tokens) per (layer, head) */
+    int32_t block_shift;  /* log2(block_tokens) */
     int64_t row_bytes;    /* head_dim * 2 */
     int64_t block_bytes;  /* 2 * block_tokens * row_bytes: K then V */
     int64_t block_stride; /* block_bytes rounded up to ALIGN */

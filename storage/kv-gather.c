@@ -58,12 +58,24 @@ static void cursor_next(const struct sl_kv_request *r, struct sl_kv_cursor *c) {
     cursor_settle(r, c);
 }
 
-/* Copies row i of descriptor g from a block holding its position. */
+/* Copies row i of descriptor g from a block holding its position. Rows of 64 and 128
+ * elements (the usual head_dim) get a fixed-size copy the compiler inlines. */
 static inline void copy_row(const struct sl_kv_layout *l, const struct sl_kv_gather *g, int64_t i,
                             const uint8_t *block) {
-    const int64_t row = l->row_bytes, r = position_at(g, i) % l->shape.block_tokens;
-    memcpy((uint8_t *)g->k_out + i * row, block + r * row, (size_t)row);
-    memcpy((uint8_t *)g->v_out + i * row, block + (l->shape.block_tokens + r) * row, (size_t)row);
+    const int64_t row = l->row_bytes;
+    const int64_t r = position_at(g, i) & ((1 << l->block_shift) - 1);
+    const uint8_t *k = block + r * row, *v = block + (((int64_t)1 << l->block_shift) + r) * row;
+    uint8_t *ko = (uint8_t *)g->k_out + i * row, *vo = (uint8_t *)g->v_out + i * row;
+    if (row == 128) {
+        memcpy(ko, k, 128);
+        memcpy(vo, v, 128);
+    } else if (row == 256) {
+        memcpy(ko, k, 256);
+        memcpy(vo, v, 256);
+    } else {
+        memcpy(ko, k, (size_t)row);
+        memcpy(vo, v, (size_t)row);
+    }
 }
 
 static int validate(const struct sl_kv_store *s, const struct sl_kv_gather *g, int32_t n_g) {
@@ -97,18 +109,22 @@ static int validate(const struct sl_kv_store *s, const struct sl_kv_gather *g, i
 
 static void host_copy(const struct sl_kv_store *s, const struct sl_kv_gather *g, int32_t n_g) {
     const struct sl_kv_layout *l = &s->layout;
-    for (int32_t d = 0; d < n_g; d++)
+    const int32_t shift = l->block_shift;
+    for (int32_t d = 0; d < n_g; d++) {
+        const int64_t *idx = g[d].idx;
         for (int64_t i = 0; i < g[d].n; i++) {
-            /* The next rows' addresses are independent: prefetch a few ahead. */
-            if (g[d].idx && i + 8 < g[d].n) {
-                int64_t p = g[d].idx[i + 8];
-                const uint8_t *b = sl_kv_host_block(s, g[d].layer, p / l->shape.block_tokens, g[d].head);
-                __builtin_prefetch(b + p % l->shape.block_tokens * l->row_bytes);
+            /* Rows are independent cache misses: start the ones a few entries ahead. */
+            if (idx && i + 8 < g[d].n) {
+                int64_t p = idx[i + 8];
+                const uint8_t *b = sl_kv_host_block(s, g[d].layer, p >> shift, g[d].head);
+                int64_t r = p & ((1 << shift) - 1);
+                __builtin_prefetch(b + r * l->row_bytes);
+                __builtin_prefetch(b + (((int64_t)1 << shift) + r) * l->row_bytes);
             }
             int64_t p = position_at(&g[d], i);
-            copy_row(l, &g[d], i,
-                     sl_kv_host_block(s, g[d].layer, p / l->shape.block_tokens, g[d].head));
+            copy_row(l, &g[d], i, sl_kv_host_block(s, g[d].layer, p >> shift, g[d].head));
         }
+    }
 }
 
 /* ---- file tier ---- */
@@ -182,8 +198,7 @@ static bool copy_ready(struct sl_kv_store *s, struct sl_kv_request *r) {
         const struct sl_kv_gather *g = &r->g[r->copy.d];
         const uint8_t *block;
         if (run->slot < 0) {
-            block = sl_kv_file_window_block(s, g->layer,
-                                            position_at(g, r->copy.i) / l->shape.block_tokens,
+            block = sl_kv_file_window_block(s, g->layer, position_at(g, r->copy.i) >> l->block_shift,
                                             g->head);
         } else if (s->cache.state[run->slot] == SL_BLOCK_VALID) {
             block = sl_block_cache_data(&s->cache, run->slot);
@@ -219,7 +234,7 @@ static bool plan_ahead(struct sl_kv_store *s, struct sl_kv_request *r) {
     bool progressed = false;
     while (!r->done && r->plan.d < r->n_g) {
         const struct sl_kv_gather *g = &r->g[r->plan.d];
-        int64_t block = position_at(g, r->plan.i) / l->shape.block_tokens;
+        int64_t block = position_at(g, r->plan.i) >> l->block_shift;
         int64_t key = sl_kv_layout_block_index(l, g->layer, block, g->head);
         bool in_window = block >= s->win_first;
         int64_t run_key = in_window ? WINDOW_KEY(key) : key;

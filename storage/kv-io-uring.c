@@ -99,7 +99,7 @@ static int uring_register_buffer(struct sl_kv_io *io, void *base, size_t bytes) 
         io->reg_base = NULL;
         io->reg_bytes = 0;
     }
-    size_t n = (bytes + REG_CHUNK - 1) >> REG_CHUNK_SHIFT;
+    size_t n = (bytes >> REG_CHUNK_SHIFT) + ((bytes & (REG_CHUNK - 1)) != 0);
     struct iovec one, *iov = n == 1 ? &one : calloc(n, sizeof *iov);
     if (!iov) return sl_fail(SL_ENOMEM, "io_uring buffer registration: out of memory");
     for (size_t i = 0; i < n; i++) {

@@ -12,9 +12,12 @@
 int sl_kv_host_init(struct sl_kv_store *s) {
     const struct sl_kv_layout *l = &s->layout;
     int64_t per_block_row = (int64_t)l->shape.n_layer * l->shape.n_head_kv * l->block_bytes;
-    s->seg_blocks = SEG_TARGET_BYTES / per_block_row;
-    if (s->seg_blocks < 1) s->seg_blocks = 1;
-    if (s->seg_blocks > l->n_blocks) s->seg_blocks = l->n_blocks;
+    /* A power of two, so finding a block's segment is a shift. */
+    s->seg_shift = 0;
+    while ((per_block_row << (s->seg_shift + 1)) <= SEG_TARGET_BYTES &&
+           (INT64_C(1) << s->seg_shift) < l->n_blocks)
+        s->seg_shift++;
+    s->seg_blocks = INT64_C(1) << s->seg_shift;
     s->n_segs = (l->n_blocks + s->seg_blocks - 1) / s->seg_blocks;
     s->segs = calloc((size_t)s->n_segs, sizeof *s->segs);
     if (!s->segs) return sl_fail(SL_ENOMEM, "cannot allocate %lld KV segment slots",
@@ -32,18 +35,6 @@ int64_t sl_kv_host_ram(const struct sl_kv_store *s) {
     int64_t bytes = 0;
     for (int64_t i = 0; s->segs && i < s->n_segs; i++) bytes += (int64_t)s->segs[i].bytes;
     return bytes;
-}
-
-static uint8_t *block_ptr(const struct sl_kv_store *s, int32_t layer, int64_t block, int32_t head) {
-    const struct sl_kv_layout *l = &s->layout;
-    const struct sl_host_mem *seg = &s->segs[block / s->seg_blocks];
-    int64_t in_seg = ((int64_t)layer * s->seg_blocks + block % s->seg_blocks) * l->shape.n_head_kv + head;
-    return (uint8_t *)seg->ptr + in_seg * l->block_bytes;
-}
-
-const uint8_t *sl_kv_host_block(const struct sl_kv_store *s, int32_t layer, int64_t block,
-                                int32_t head) {
-    return block_ptr(s, layer, block, head);
 }
 
 static int ensure_segment(struct sl_kv_store *s, int64_t seg) {
@@ -65,14 +56,14 @@ int sl_kv_host_append(struct sl_kv_store *s, int32_t layer, int64_t n, const uin
     const int64_t row = l->row_bytes, half = (int64_t)T * row;
     int64_t pos = s->n_tokens + s->pending[layer];
     /* Segments first, so a failed allocation leaves nothing half-appended. */
-    for (int64_t seg = pos / T / s->seg_blocks; seg <= (pos + n - 1) / T / s->seg_blocks; seg++) {
+    for (int64_t seg = (pos / T) >> s->seg_shift; seg <= ((pos + n - 1) / T) >> s->seg_shift; seg++) {
         int err = ensure_segment(s, seg);
         if (err) return err;
     }
     for (int64_t i = 0; i < n; i++, pos++) {
         int64_t b = pos / T, r = pos % T;
         for (int32_t h = 0; h < H; h++) {
-            uint8_t *blk = block_ptr(s, layer, b, h);
+            uint8_t *blk = sl_kv_host_block(s, layer, b, h);
             memcpy(blk + r * row, k + (i * H + h) * row, (size_t)row);
             memcpy(blk + half + r * row, v + (i * H + h) * row, (size_t)row);
         }

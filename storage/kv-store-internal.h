@@ -55,11 +55,12 @@ struct sl_kv_store {
     uint32_t *tags;    /* (capacity) in host memory `tags_mem` */
     uint32_t tags_crc; /* of tags[0, n_tokens) */
 
-    /* host tier: segments of seg_blocks blocks of every (layer, head), allocated on demand.
-     * block (l, b, h) at seg[b / seg_blocks] + ((l * seg_blocks + b % seg_blocks) * H + h) *
-     * block_bytes */
+    /* host tier: segments of seg_blocks = 2^seg_shift blocks of every (layer, head),
+     * allocated on demand. Block (l, b, h) at seg[b >> seg_shift] +
+     * ((l * seg_blocks + b % seg_blocks) * H + h) * block_bytes */
     struct sl_host_mem *segs;
     int64_t n_segs, seg_blocks;
+    int32_t seg_shift;
 
     /* file tier */
     struct sl_kv_io *io;
@@ -113,8 +114,12 @@ int sl_kv_host_init(struct sl_kv_store *s);
 void sl_kv_host_free(struct sl_kv_store *s);
 int sl_kv_host_append(struct sl_kv_store *s, int32_t layer, int64_t n, const uint8_t *k,
                       const uint8_t *v);
-const uint8_t *sl_kv_host_block(const struct sl_kv_store *s, int32_t layer, int64_t block,
-                                int32_t head);
+static inline uint8_t *sl_kv_host_block(const struct sl_kv_store *s, int32_t layer,
+                                        int64_t block, int32_t head) {
+    int64_t in_seg = (((int64_t)layer << s->seg_shift) + (block & (s->seg_blocks - 1))) *
+                         s->layout.shape.n_head_kv + head;
+    return (uint8_t *)s->segs[block >> s->seg_shift].ptr + in_seg * s->layout.block_bytes;
+}
 int64_t sl_kv_host_ram(const struct sl_kv_store *s);
 
 /* file tier */

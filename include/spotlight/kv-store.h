@@ -110,6 +110,12 @@ struct sl_kv_store_params {
  * queue_depth 64, ram_budget 0 (256 MiB), max_pending 1024. */
 struct sl_kv_store_params sl_kv_store_default_params(void);
 
+/* Prepares params for a store that feeds CUDA device `device`: host memory is page-locked
+ * for DMA (cudaHostRegister) and placed on the device's NUMA node when sysfs tells it.
+ * SL_ENODEV (params unchanged: pageable memory near the calling thread) when the build has
+ * no CUDA or the device is absent. */
+int sl_kv_store_params_for_device(struct sl_kv_store_params *p, int device);
+
 /* Creates an empty store. File tier: the file must not exist unless overwrite; it appears
  * complete (written to a temporary name, synced, renamed) or not at all. */
 int sl_kv_store_create(const struct sl_kv_shape *shape, const struct sl_kv_store_params *params,
