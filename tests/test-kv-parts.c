@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include "core/internal.h"
+#include "spotlight/device.h"
+#include "spotlight/kv-store.h"
 #include "spotlight/error.h"
 #include "storage/crc32c.h"
 #include "storage/host-mem.h"
@@ -357,4 +359,14 @@ Test(host_mem, free_of_zeroed_struct_is_noop) {
     sl_host_mem_free(&m);
     sl_host_mem_free(NULL);
     cr_assert_null(m.ptr);
+}
+
+/* Without a usable device the params stay as they were: pageable memory near the caller. */
+Test(kv_params, for_device_without_gpu_leaves_params_alone) {
+    if (sl_cuda_device_count() > 0) cr_skip_test("a CUDA device is present (tests/test-gpu-kv.c)");
+    struct sl_kv_store_params p = sl_kv_store_default_params();
+    struct sl_kv_store_params before = p;
+    cr_assert_eq(sl_kv_store_params_for_device(&p, 0), SL_ENODEV);
+    cr_assert(memcmp(&p, &before, sizeof p) == 0);
+    cr_assert_eq(sl_kv_store_params_for_device(NULL, 0), SL_EINVAL);
 }
