@@ -686,8 +686,13 @@ Test(kv_io, uring_refused_falls_back_to_pread, .init = setup, .fini = teardown) 
 Test(kv_io, direct_refused_falls_back_to_buffered, .init = setup, .fini = teardown) {
     struct cfg c = {.no_uring = false, .direct = true};
     deny_syscall(SYS_fcntl, EINVAL);
+    int fd = open(g_dir, O_RDONLY | O_DIRECTORY);
+    int fl = fcntl(fd, F_GETFL);
+    cr_assert_geq(fl, 0, "the filter leaves other fcntl calls alone");
+    cr_assert_eq(fcntl(fd, F_SETFL, fl | O_DIRECT), -1);
+    cr_assert_eq(errno, EINVAL);
+    close(fd);
     sl_log_set(capture_log, NULL);
-    /* Creating with O_EXCL must still work: the refusal comes after the file exists. */
     make_file(&c, FILE_BLOCKS);
     struct sl_kv_io *io = open_io(&c, O_RDWR, 8, NULL);
     cr_assert(!sl_kv_io_is_direct(io));
@@ -696,6 +701,7 @@ Test(kv_io, direct_refused_falls_back_to_buffered, .init = setup, .fini = teardo
     random_reads(io, 8, 100, buf, 4);
     free(buf);
     sl_kv_io_close(io);
+    /* Creating with O_EXCL works: O_DIRECT is refused only after the file exists. */
     char other[400];
     snprintf(other, sizeof other, "%s/excl.bin", g_dir);
     struct sl_kv_io_params p = params(&c, 1, NULL);
