@@ -98,6 +98,15 @@ static int check_node(int32_t node) {
     return 0;
 }
 
+#define HUGE_PAGE_BYTES ((size_t)2 << 20)
+
+size_t sl_host_mem_round(size_t bytes) {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), huge = HUGE_PAGE_BYTES;
+    if (bytes == 0 || bytes > SIZE_MAX - 2 * huge) return bytes;
+    size_t len = (bytes + page - 1) & ~(page - 1);
+    return len >= huge ? (len + huge - 1) & ~(huge - 1) : len;
+}
+
 int sl_host_mem_alloc(struct sl_host_mem *m, size_t bytes, const struct sl_host_mem_params *p) {
     static const struct sl_host_mem_params defaults = {.numa_node = -1};
     memset(m, 0, sizeof *m);
@@ -115,11 +124,25 @@ int sl_host_mem_alloc(struct sl_host_mem *m, size_t bytes, const struct sl_host_
         return sl_fail(SL_ENOMEM, "host memory: %zu bytes cannot be mapped", bytes);
     }
     size_t len = (bytes + page - 1) & ~(page - 1);
-    void *ptr = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    /* Gathers touch rows scattered over the whole area: on 4 KiB pages nearly every row is a
+     * TLB miss. Large areas are aligned to 2 MiB and offered to transparent huge pages. */
+    size_t huge = HUGE_PAGE_BYTES;
+    bool want_huge = len >= huge && len <= SIZE_MAX - 2 * huge;
+    if (want_huge) len = (len + huge - 1) & ~(huge - 1);
+    size_t map_len = want_huge ? len + huge : len;
+    void *ptr = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (ptr == MAP_FAILED) {
         int e = errno;
         memset(m, 0, sizeof *m);
         return sl_fail(SL_ENOMEM, "host memory: cannot map %zu bytes: %s", len, strerror(e));
+    }
+    if (want_huge) {
+        uintptr_t start = ((uintptr_t)ptr + huge - 1) & ~(uintptr_t)(huge - 1);
+        size_t head = start - (uintptr_t)ptr;
+        if (head) munmap(ptr, head);
+        if (map_len - head > len) munmap((uint8_t *)start + len, map_len - head - len);
+        ptr = (void *)start;
+        (void)madvise(ptr, len, MADV_HUGEPAGE); /* advisory: THP may be off */
     }
     m->ptr = ptr;
     m->bytes = len;

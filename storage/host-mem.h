@@ -33,6 +33,10 @@ struct sl_host_mem {
 /* 0 or SL_ENOMEM (with detail). On failure *m is zeroed. */
 int sl_host_mem_alloc(struct sl_host_mem *m, size_t bytes, const struct sl_host_mem_params *p);
 
+/* Bytes sl_host_mem_alloc really maps for a request of `bytes` (page or huge-page rounding),
+ * for callers that plan memory against a budget. */
+size_t sl_host_mem_round(size_t bytes);
+
 /* Unregisters, unlocks and unmaps; safe on a zeroed struct. */
 void sl_host_mem_free(struct sl_host_mem *m);
 

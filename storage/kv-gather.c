@@ -107,19 +107,25 @@ static int validate(const struct sl_kv_store *s, const struct sl_kv_gather *g, i
 
 /* ---- host tier ---- */
 
+#define PREFETCH_ROWS 24
+
 static void host_copy(const struct sl_kv_store *s, const struct sl_kv_gather *g, int32_t n_g) {
     const struct sl_kv_layout *l = &s->layout;
     const int32_t shift = l->block_shift;
     for (int32_t d = 0; d < n_g; d++) {
         const int64_t *idx = g[d].idx;
         for (int64_t i = 0; i < g[d].n; i++) {
-            /* Rows are independent cache misses: start the ones a few entries ahead. */
-            if (idx && i + 8 < g[d].n) {
-                int64_t p = idx[i + 8];
+            /* Rows are independent cache misses: start every line of the rows a few
+             * entries ahead, so many misses are in flight at once. */
+            if (idx && i + PREFETCH_ROWS < g[d].n) {
+                int64_t p = idx[i + PREFETCH_ROWS];
                 const uint8_t *b = sl_kv_host_block(s, g[d].layer, p >> shift, g[d].head);
-                int64_t r = p & ((1 << shift) - 1);
-                __builtin_prefetch(b + r * l->row_bytes);
-                __builtin_prefetch(b + (((int64_t)1 << shift) + r) * l->row_bytes);
+                const uint8_t *k = b + (p & ((1 << shift) - 1)) * l->row_bytes;
+                const uint8_t *v = k + ((int64_t)1 << shift) * l->row_bytes;
+                for (int64_t off = 0; off < l->row_bytes; off += 64) {
+                    __builtin_prefetch(k + off);
+                    __builtin_prefetch(v + off);
+                }
             }
             int64_t p = position_at(&g[d], i);
             copy_row(l, &g[d], i, sl_kv_host_block(s, g[d].layer, p >> shift, g[d].head));

@@ -53,9 +53,14 @@ static int plan_and_alloc(struct sl_kv_store *s) {
     s->params.ram_budget = budget;
     s->win_blocks = s->params.max_pending / l->shape.block_tokens + 2;
     int64_t win_bytes = (int64_t)l->shape.n_layer * s->win_blocks * win_row_bytes(s);
-    int64_t fixed = l->crc_bytes + win_bytes + (int64_t)s->tags_mem.bytes;
+    int64_t fixed = (int64_t)sl_host_mem_round((size_t)l->crc_bytes) +
+                    (int64_t)sl_host_mem_round((size_t)win_bytes) + (int64_t)s->tags_mem.bytes;
     int64_t per_slot = l->block_stride + CACHE_INDEX_BYTES_PER_SLOT;
     int64_t slots = budget > fixed ? (budget - fixed) / per_slot : 0;
+    /* The arena is rounded up to whole (huge) pages: shrink until that still fits. */
+    while (slots > 0 && (int64_t)sl_host_mem_round((size_t)(slots * l->block_stride)) +
+                                slots * CACHE_INDEX_BYTES_PER_SLOT > budget - fixed)
+        slots -= slots > 64 ? slots / 64 : 1;
     int64_t all_blocks = (int64_t)l->shape.n_layer * l->shape.n_head_kv * l->n_blocks;
     if (slots < s->params.queue_depth)
         return sl_fail(SL_ENOMEM, "RAM budget of %lld bytes too small: checksums %lld + pending "
