@@ -107,7 +107,18 @@ static int validate(const struct sl_kv_store *s, const struct sl_kv_gather *g, i
 
 /* ---- host tier ---- */
 
-#define PREFETCH_ROWS 24
+/* Rows are independent cache misses: starting every line of a row well before it is
+ * copied keeps many misses in flight. */
+static inline void prefetch_row(const struct sl_kv_layout *l, int64_t pos, const uint8_t *block) {
+    const uint8_t *k = block + (pos & ((1 << l->block_shift) - 1)) * l->row_bytes;
+    const uint8_t *v = k + ((int64_t)1 << l->block_shift) * l->row_bytes;
+    for (int64_t off = 0; off < l->row_bytes; off += 64) {
+        __builtin_prefetch(k + off);
+        __builtin_prefetch(v + off);
+    }
+}
+
+#define PREFETCH_ROWS 24 /* host tier: rows ahead of the copy */
 
 static void host_copy(const struct sl_kv_store *s, const struct sl_kv_gather *g, int32_t n_g) {
     const struct sl_kv_layout *l = &s->layout;
@@ -115,17 +126,9 @@ static void host_copy(const struct sl_kv_store *s, const struct sl_kv_gather *g,
     for (int32_t d = 0; d < n_g; d++) {
         const int64_t *idx = g[d].idx;
         for (int64_t i = 0; i < g[d].n; i++) {
-            /* Rows are independent cache misses: start every line of the rows a few
-             * entries ahead, so many misses are in flight at once. */
             if (idx && i + PREFETCH_ROWS < g[d].n) {
                 int64_t p = idx[i + PREFETCH_ROWS];
-                const uint8_t *b = sl_kv_host_block(s, g[d].layer, p >> shift, g[d].head);
-                const uint8_t *k = b + (p & ((1 << shift) - 1)) * l->row_bytes;
-                const uint8_t *v = k + ((int64_t)1 << shift) * l->row_bytes;
-                for (int64_t off = 0; off < l->row_bytes; off += 64) {
-                    __builtin_prefetch(k + off);
-                    __builtin_prefetch(v + off);
-                }
+                prefetch_row(l, p, sl_kv_host_block(s, g[d].layer, p >> shift, g[d].head));
             }
             int64_t p = position_at(&g[d], i);
             copy_row(l, &g[d], i, sl_kv_host_block(s, g[d].layer, p >> shift, g[d].head));
@@ -247,6 +250,8 @@ static bool plan_ahead(struct sl_kv_store *s, struct sl_kv_request *r) {
         struct sl_kv_run *last = &r->runs[(r->run_head + r->run_len - 1 + s->run_cap) % s->run_cap];
         if (r->run_len > 0 && r->last_key == run_key && last->count < INT32_MAX) {
             last->count++;
+            if (last->slot >= 0 && s->cache.state[last->slot] == SL_BLOCK_VALID)
+                prefetch_row(l, position_at(g, r->plan.i), sl_block_cache_data(&s->cache, last->slot));
         } else {
             if (r->run_len == s->run_cap) break;
             int32_t slot = -1;
@@ -254,6 +259,7 @@ static bool plan_ahead(struct sl_kv_store *s, struct sl_kv_request *r) {
                 slot = sl_block_cache_find(&s->cache, key);
                 if (slot >= 0) {
                     s->hits++;
+                    prefetch_row(l, position_at(g, r->plan.i), sl_block_cache_data(&s->cache, slot));
                 } else {
                     if (sl_kv_io_in_flight(s->io) >= s->params.queue_depth) break;
                     slot = sl_block_cache_claim(&s->cache, key);
