@@ -23,7 +23,7 @@ enum sl_error {
     SL_EVERSION,        /* format version not supported */
     SL_ETRUNCATED,      /* file ends before the structure it declares */
     SL_EBADTYPE,        /* unknown value or tensor type */
-    SL_EBOUNDS,         /* offset/size outside the file, or overlapping regions */
+    SL_EBOUNDS,         /* offset, size or position outside the file, store or limit */
     SL_EDUPLICATE,      /* duplicate key or tensor name */
     SL_ENOTFOUND,       /* required key or tensor missing */
     SL_EFORMAT,         /* structurally invalid content (bad count, alignment, shape) */

@@ -144,7 +144,8 @@ int64_t sl_kv_store_capacity(sl_kv_store_t s);
  * this layer's earlier pending rows). k, v: (n, n_head_kv, head_dim) of the store's dtype,
  * copied before return into RAM (file tier: a window of max_pending positions per layer;
  * SL_EBOUNDS beyond it or beyond the capacity). No I/O; nothing becomes visible until
- * sl_kv_store_commit. */
+ * sl_kv_store_commit. Host tier: memory is mapped (placed, locked, registered) in segments as
+ * positions arrive, so SL_ENOMEM and the one-time fallback warnings come from here. */
 int sl_kv_store_append(sl_kv_store_t s, int32_t layer, int64_t n, const void *k, const void *v);
 
 /* Makes the first n pending positions visible; every layer must have appended at least n.
