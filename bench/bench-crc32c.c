@@ -13,21 +13,12 @@
 
 #if defined(__x86_64__)
 #include <nmmintrin.h>
+#include "bench/bench-util.h"
 #endif
 
 #define BYTES ((size_t)64 << 20)
 #define REPS 9
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 #if defined(__x86_64__)
 /* One dependent chain: bound by the instruction's 3-cycle latency. */
@@ -54,7 +45,7 @@ static volatile uint32_t sink;
 static double median_time(enum method m, const uint8_t *src, uint8_t *dst) {
     double t[REPS];
     for (int r = -1; r < REPS; r++) {
-        double t0 = now();
+        double t0 = bench_now();
         switch (m) {
         case M_HW: sink = sl_crc32c(0, src, BYTES); break;
 #if defined(__x86_64__)
@@ -65,9 +56,9 @@ static double median_time(enum method m, const uint8_t *src, uint8_t *dst) {
         case M_SW: sink = sl_crc32c_sw(0, src, BYTES); break;
         case M_MEMCPY: memcpy(dst, src, BYTES); break;
         }
-        if (r >= 0) t[r] = now() - t0;
+        if (r >= 0) t[r] = bench_now() - t0;
     }
-    qsort(t, REPS, sizeof t[0], cmp_d);
+    qsort(t, REPS, sizeof t[0], bench_cmp_double);
     return t[REPS / 2];
 }
 

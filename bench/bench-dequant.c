@@ -8,33 +8,24 @@
 #include <time.h>
 
 #include "spotlight/quant.h"
+#include "bench/bench-util.h"
 
 #define N_ELEMS (4 << 20) /* 16 MiB of f32 output per run */
 #define REPS 9
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 /* Median seconds of REPS runs after one warm-up. */
 static double median_time(int type, const void *src, float *dst, const void *memcpy_src) {
     double t[REPS];
     for (int r = -1; r < REPS; r++) {
-        double t0 = now();
+        double t0 = bench_now();
         if (type < 0)
             memcpy(dst, memcpy_src, (size_t)N_ELEMS * sizeof(float));
         else if (sl_dequant_f32(type, src, dst, N_ELEMS) != 0)
             return -1;
-        if (r >= 0) t[r] = now() - t0;
+        if (r >= 0) t[r] = bench_now() - t0;
     }
-    qsort(t, REPS, sizeof t[0], cmp_d);
+    qsort(t, REPS, sizeof t[0], bench_cmp_double);
     return t[REPS / 2];
 }
 
