@@ -29,6 +29,8 @@ struct sl_context {
     float *logits;    /* (logits_cap, n_vocab) */
     int64_t logits_cap, logits_rows;
     int64_t host_bytes;
+    sl_qk_tap_fn qk_tap; /* optional observer of post-RoPE q/k */
+    void *qk_tap_user;
 };
 
 struct sl_context_params sl_context_default_params(void) {
@@ -106,6 +108,11 @@ void sl_context_free(sl_context *c) {
         if (rc_) return rc_;                                                                   \
     } while (0)
 
+void sl_context_set_qk_tap(sl_context *c, sl_qk_tap_fn fn, void *user) {
+    c->qk_tap = fn;
+    c->qk_tap_user = fn ? user : NULL;
+}
+
 /* One layer over n tokens at positions pos0.. (x updated in place). */
 static int layer_forward(sl_context *ctx, int32_t il, int64_t n, int64_t pos0) {
     const struct sl_model_config *c = ctx->cfg;
@@ -124,6 +131,7 @@ static int layer_forward(sl_context *ctx, int32_t il, int64_t n, int64_t pos0) {
     }
     TRY(be->rope(be, ctx->q, n, c->n_head, c, pos0));
     TRY(be->rope(be, ctx->k, n, c->n_head_kv, c, pos0));
+    if (ctx->qk_tap) TRY(ctx->qk_tap(il, pos0, n, ctx->q, ctx->k, ctx->qk_tap_user));
     TRY(sl_kv_cache_write(&ctx->kv, il, pos0, n, ctx->k, ctx->v));
     TRY(be->attention(be, &ctx->kv, il, ctx->q, n, pos0, c->n_head, ctx->att));
     TRY(be->matmul(be, w->wo, ctx->att, n, ctx->proj));

@@ -95,5 +95,24 @@ expect_error "bad temperature" 2 "--temp must be a number" -- "$bin" generate -p
 expect_error "perplexity short text" 1 "at least one chunk" -- "$bin" perplexity -f "$tmp/stop.txt" -c 512
 expect_error "perplexity invalid utf-8" 1 "not valid UTF-8" -- "$bin" perplexity -f "$tmp/bad.txt"
 
+# dump-qk and train-hash: bad input, and a tiny dump + training run end to end.
+expect_error "dump-qk no text" 2 "give the text with -f" -- "$bin" dump-qk
+expect_error "dump-qk missing text" 1 "No such file" -- "$bin" dump-qk -f "$tmp/nope.txt"
+expect_error "dump-qk too little text" 1 "sequences of 64 need" -- "$bin" dump-qk -f "$tmp/stop.txt" --seq-len 64 --seqs 9
+expect_error "dump-qk bad seq-len" 2 "--seq-len must be an integer" -- "$bin" dump-qk -f "$tmp/stop.txt" --seq-len 3
+expect_error "train-hash bad bits" 2 "multiple of 64" -- "$bin" train-hash --bits 96
+expect_error "train-hash no dump" 1 "layer-00.qk" -- "$bin" train-hash --qk "$tmp/none" --eval-qk "$tmp/none" -o "$tmp/h.slhash"
+[ -e "$tmp/h.slhash" ] && bad "train-hash left a hash file after failing" || ok
+if "$bin" dump-qk -f "$tmp/long.txt" --seq-len 64 --seqs 2 -o "$tmp/qk" 2>"$tmp/err" &&
+   "$bin" train-hash --qk "$tmp/qk" --eval-qk "$tmp/qk" --steps 3 -o "$tmp/h.slhash" 2>"$tmp/err"; then
+  [ "$(ls "$tmp/qk" | grep -c '^layer-[0-9][0-9].qk$')" = 30 ] && ok || bad "dump-qk: expected 30 layer files"
+  ls "$tmp/qk" | grep -q partial && bad "dump-qk left partial files" || ok
+  grep -q "30 layers trained" "$tmp/err" && ok || bad "train-hash: no summary line"
+  "$bin" train-hash --qk "$tmp/qk" --eval-qk "$tmp/qk" --steps 3 -o "$tmp/h.slhash" 2>"$tmp/err" &&
+    grep -q "0 layers trained" "$tmp/err" && ok || bad "train-hash: rerun did not resume"
+else
+  bad "dump-qk/train-hash: $(tail -1 "$tmp/err")"
+fi
+
 echo "cli: $pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "spotlight/context.h"
 #include "spotlight/error.h"
@@ -144,4 +145,60 @@ Test(context, bounds_and_bad_ids) {
     cr_assert_eq(sl_context_eval(c, t, 0, false), SL_EINVAL);
     cr_assert_eq(sl_context_n_ctx(c), 32);
     sl_context_free(c);
+}
+
+/* The q/k tap sees every layer of every chunk in position order, with the same post-RoPE
+ * values whatever the chunking; a tap's error aborts the eval. */
+struct tap_rec {
+    int64_t next[64]; /* next expected position per layer */
+    float *k0;        /* (N, n_head_kv*head_dim) keys of layer 3 */
+    int64_t kw, calls;
+    int fail_layer;
+};
+
+static int record_tap(int32_t layer, int64_t pos0, int64_t n, const float *q, const float *k, void *user) {
+    struct tap_rec *r = user;
+    (void)q;
+    r->calls++;
+    if (layer == r->fail_layer) return SL_EINVAL;
+    cr_assert_eq(pos0, r->next[layer], "layer %d: pos0 %ld, expected %ld", layer, (long)pos0, (long)r->next[layer]);
+    r->next[layer] += n;
+    if (layer == 3) memcpy(r->k0 + pos0 * r->kw, k, sizeof(float) * (size_t)(n * r->kw));
+    return 0;
+}
+
+Test(context, qk_tap_sees_every_layer_in_order) {
+    const struct sl_model_config *cfg = sl_model_config(g_model);
+    int32_t t[N];
+    prompt(t);
+    struct tap_rec a = {.kw = cfg->n_head_kv * cfg->head_dim, .fail_layer = -1}, b = a;
+    a.k0 = calloc(N * a.kw, sizeof(float));
+    b.k0 = calloc(N * b.kw, sizeof(float));
+    sl_context *ca = make(N, 16), *cb = make(N, N);
+    sl_context_set_qk_tap(ca, record_tap, &a);
+    sl_context_set_qk_tap(cb, record_tap, &b);
+    cr_assert_eq(sl_context_eval(ca, t, N, false), 0);
+    cr_assert_eq(sl_context_eval(cb, t, N, false), 0);
+    cr_assert_eq(a.calls, 3 * cfg->n_layer);
+    cr_assert_eq(b.calls, cfg->n_layer);
+    for (int l = 0; l < cfg->n_layer; l++) cr_assert_eq(a.next[l], N);
+    float maxd = 0, maxv = 0;
+    for (int64_t i = 0; i < N * a.kw; i++) {
+        maxd = fmaxf(maxd, fabsf(a.k0[i] - b.k0[i]));
+        maxv = fmaxf(maxv, fabsf(b.k0[i]));
+    }
+    /* Chunk sizes change the matmul blocking (as in chunking_and_decode_paths_agree): small
+     * differences; a wrong position in RoPE would differ by the keys' own size. */
+    cr_assert(maxv > 0.1f && maxd <= 2e-2f * maxv, "chunked keys differ by %g (max %g)", maxd, maxv);
+
+    struct tap_rec c = {.kw = a.kw, .k0 = a.k0, .fail_layer = 5};
+    sl_context_truncate(ca, 0);
+    sl_context_set_qk_tap(ca, record_tap, &c);
+    cr_assert_eq(sl_context_eval(ca, t, 16, false), SL_EINVAL);
+    sl_context_set_qk_tap(ca, NULL, NULL);
+    cr_assert_eq(sl_context_eval(ca, t, 16, false), 0);
+    sl_context_free(ca);
+    sl_context_free(cb);
+    free(a.k0);
+    free(b.k0);
 }

@@ -12,6 +12,8 @@ static const struct command {
     {"inspect", cmd_inspect, "show a model's architecture, tensors, and KV-cache size per token"},
     {"generate", cmd_generate, "generate text from a prompt (dense attention), with speed stats"},
     {"perplexity", cmd_perplexity, "perplexity of a text file, computed as llama.cpp does"},
+    {"dump-qk", cmd_dump_qk, "write every layer's post-RoPE q/k over real text (hash training data)"},
+    {"train-hash", cmd_train_hash, "train the per-layer Spotlight hash on q/k dumps, write a hash file"},
 };
 
 #define N_COMMANDS (sizeof k_commands / sizeof k_commands[0])

@@ -39,6 +39,14 @@ void sl_context_free(sl_context *c); /* NULL is a no-op */
  * SL_EINVAL for token ids outside the vocabulary. */
 int sl_context_eval(sl_context *c, const int32_t *tokens, int64_t n, bool all_logits);
 
+/* Observes what the Spotlight hash sees: called for every layer of every evaluated chunk with
+ * the post-RoPE queries q (n, n_head, head_dim) and keys k (n, n_head_kv, head_dim) of
+ * positions pos0 .. pos0+n-1, before attention. The arrays are valid during the call only.
+ * A non-zero return aborts the eval with that value. fn NULL removes the tap. */
+typedef int (*sl_qk_tap_fn)(int32_t layer, int64_t pos0, int64_t n, const float *q,
+                            const float *k, void *user);
+void sl_context_set_qk_tap(sl_context *c, sl_qk_tap_fn fn, void *user);
+
 /* Logits of the last eval: (n_rows, n_vocab). Valid until the next eval. */
 const float *sl_context_logits(const sl_context *c);
 int64_t sl_context_logits_rows(const sl_context *c);

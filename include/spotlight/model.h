@@ -108,6 +108,12 @@ const struct sl_layer_weights *sl_model_layer(const sl_model *m, int32_t il);
 /* Bytes of all weight tensors. */
 uint64_t sl_model_weight_bytes(const sl_model *m);
 
+/* SHA-256 of the GGUF bytes before the tensor data (header, metadata, tensor table): it
+ * identifies architecture, hyper-parameters, tokenizer and quantization without reading the
+ * weights. Files derived from a model (hash files, KV stores) carry it and refuse another
+ * model. 0, or SL_EINVAL. */
+int sl_model_fingerprint(const sl_model *m, uint8_t out[32]);
+
 #ifdef __cplusplus
 }
 #endif
