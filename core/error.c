@@ -40,10 +40,13 @@ const char *sl_error_detail(void) { return tl_detail; }
 void sl_error_clear(void) { tl_detail[0] = '\0'; }
 
 int sl_fail(int err, const char *fmt, ...) {
+    /* Format aside first: callers may pass sl_error_detail() to wrap the previous detail. */
+    char buf[sizeof tl_detail];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(tl_detail, sizeof tl_detail, fmt, ap);
+    vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    memcpy(tl_detail, buf, sizeof buf);
     return err;
 }
 

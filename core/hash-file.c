@@ -170,7 +170,12 @@ static int write_all(const sl_hash *h, const uint8_t fp[32], struct sink *s) {
         crc = 0;
         for (int64_t i = 0; i < n; i += CONVERT_FLOATS) {
             int64_t m = n - i < CONVERT_FLOATS ? n - i : CONVERT_FLOATS;
-            for (int64_t k = 0; k < m; k++) wrf32(buf + 4 * k, w[i + k]);
+            for (int64_t k = 0; k < m; k++) {
+                if (!isfinite(w[i + k]))
+                    return sl_fail(SL_EINVAL, "hash layer %d weight %" PRId64 " is not finite; "
+                                   "not saved", il, i + k);
+                wrf32(buf + 4 * k, w[i + k]);
+            }
             crc = sl_crc32c(crc, buf, (size_t)m * 4);
             if ((rc = put(s, buf, (size_t)m * 4))) return rc;
         }
@@ -186,11 +191,13 @@ int sl_hash_serialize(const sl_hash *h, const uint8_t fingerprint[32], uint8_t *
     uint8_t own[32];
     sl_hash_fingerprint(h, own);
     struct layout l;
-    int rc = compute_layout(sl_hash_get_params(h), sl_hash_flags(h), (uint32_t)strlen(sl_hash_note(h)), &l);
+    int rc = compute_layout(sl_hash_get_params(h), sl_hash_flags(h),
+                            (uint32_t)strlen(sl_hash_note(h)), &l);
     if (rc) return rc;
     if (l.file_bytes > SIZE_MAX) return sl_fail(SL_ENOMEM, "hash file too large for memory");
     struct sink s = {.buf = malloc((size_t)l.file_bytes), .fd = -1};
-    if (!s.buf) return sl_fail(SL_ENOMEM, "out of memory for a %" PRIu64 "-byte hash file", l.file_bytes);
+    if (!s.buf)
+        return sl_fail(SL_ENOMEM, "out of memory for a %" PRIu64 "-byte hash file", l.file_bytes);
     rc = write_all(h, fingerprint ? fingerprint : own, &s);
     if (rc) {
         free(s.buf);
@@ -289,7 +296,8 @@ static int parse_header(const uint8_t *b, size_t n, const uint8_t *expect, struc
     if ((uint64_t)n < l->file_bytes)
         return sl_fail(SL_ETRUNCATED, "hash file has %zu of its %" PRIu64 " bytes", n, l->file_bytes);
     if ((uint64_t)n > l->file_bytes)
-        return sl_fail(SL_EFORMAT, "hash file has %" PRIu64 " bytes after its end", (uint64_t)n - l->file_bytes);
+        return sl_fail(SL_EFORMAT, "hash file has %" PRIu64 " bytes after its end",
+                       (uint64_t)n - l->file_bytes);
     if (expect && memcmp(b + H_FINGERPRINT, expect, 32) != 0)
         return sl_fail(SL_EMISMATCH, "hash file was made for a different model (fingerprint "
                        "%02x%02x%02x%02x..., expected %02x%02x%02x%02x...)", b[16], b[17], b[18],
@@ -336,13 +344,15 @@ static int parse_weights(const uint8_t *b, const struct layout *l, int32_t n_lay
         for (int64_t i = 0; i < n; i++) {
             w[i] = rdf32(src + 4 * i);
             if (!isfinite(w[i]))
-                return sl_fail(SL_EFORMAT, "hash file: layer %d weight %" PRId64 " is not finite", il, i);
+                return sl_fail(SL_EFORMAT, "hash file: layer %d weight %" PRId64 " is not finite",
+                               il, i);
         }
     }
     return 0;
 }
 
-int sl_hash_load_bytes(const void *data, size_t n, const uint8_t expect_fingerprint[32], sl_hash **out) {
+int sl_hash_load_bytes(const void *data, size_t n, const uint8_t expect_fingerprint[32],
+                       sl_hash **out) {
     if (!out || (!data && n)) return sl_fail(SL_EINVAL, "sl_hash_load_bytes: NULL argument");
     const uint8_t *b = n ? data : (const uint8_t *)"";
     struct sl_hash_params p;

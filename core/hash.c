@@ -69,7 +69,8 @@ int sl_hash_check_shape(const struct sl_hash_params *p, uint32_t flags) {
 
 int64_t sl_hash_shape_fn_floats(const struct sl_hash_params *p, uint32_t flags) {
     int64_t d = p->head_dim;
-    return ((flags & SL_HASH_MLP) ? 2 * d * d + 2 * d : 0) + ((flags & SL_HASH_PROJ) ? (int64_t)p->bits * d : 0);
+    int64_t mlp = (flags & SL_HASH_MLP) ? 2 * d * d + 2 * d : 0;
+    return mlp + ((flags & SL_HASH_PROJ) ? (int64_t)p->bits * d : 0);
 }
 
 /* ---- random numbers (the streams hash.h documents) -------------------------------------- */
@@ -115,7 +116,9 @@ static void init_fn(const sl_hash *h, struct sl_hash_fn *f, int role, int32_t la
         fill(&r, f->w2, d * d, 1e-3);
         fill(&r, f->b2, d, 1e-3);
     }
-    if (f->proj) fill(&r, f->proj, (int64_t)f->bits * d, h->p.kind == SL_HASH_SIMHASH ? 1.0 : 1.0 / sqrt((double)d));
+    if (f->proj)
+        fill(&r, f->proj, (int64_t)f->bits * d,
+             h->p.kind == SL_HASH_SIMHASH ? 1.0 : 1.0 / sqrt((double)d));
 }
 
 /* ---- handle ------------------------------------------------------------------------------ */
@@ -238,7 +241,8 @@ const char *sl_hash_note(const sl_hash *h) { return h->note ? h->note : ""; }
 
 int sl_hash_set_note(sl_hash *h, const char *note) {
     size_t n = note ? strlen(note) : 0;
-    if (n > SL_HASH_MAX_NOTE) return sl_fail(SL_EINVAL, "hash note of %zu bytes (at most %u)", n, SL_HASH_MAX_NOTE);
+    if (n > SL_HASH_MAX_NOTE)
+        return sl_fail(SL_EINVAL, "hash note of %zu bytes (at most %u)", n, SL_HASH_MAX_NOTE);
     char *copy = NULL;
     if (n) {
         if (!(copy = malloc(n + 1))) return sl_fail(SL_ENOMEM, "out of memory");
@@ -300,7 +304,8 @@ AVX2 static void matvec_avx2(const float *restrict w, const float *restrict x, i
         /* Named accumulators: an array of them stays in memory at -O2 (no unrolling), which
          * turns every FMA into a load-FMA-store chain and costs 4x. */
         const float *r = w + (size_t)o * n;
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        __m256 a4 = a0, a5 = a0, a6 = a0, a7 = a0;
         for (int32_t i = 0; i < c8; i += 8) {
             __m256 xv = _mm256_loadu_ps(x + i);
             a0 = _mm256_fmadd_ps(_mm256_loadu_ps(r + i), xv, a0);
@@ -356,21 +361,25 @@ static void forward_one(const struct sl_hash_fn *f, const float *x, float *y, fl
 
 /* m <= SLICE_ROWS vectors: work holds 2 m d floats. Biases are copied into the outputs first
  * so that sgemm accumulates onto them (beta = 1) instead of another pass adding them. */
-static void forward_rows(const struct sl_hash_fn *f, const float *x, int32_t m, float *y, float *work) {
+static void forward_rows(const struct sl_hash_fn *f, const float *x, int32_t m, float *y,
+                         float *work) {
     int32_t d = f->d, b = f->bits;
     const float *h = x;
     if (f->flags & SL_HASH_MLP) {
         float *r = work, *hh = (f->flags & SL_HASH_PROJ) ? work + (size_t)m * d : y;
         for (int32_t i = 0; i < m; i++) memcpy(r + (size_t)i * d, f->b1, (size_t)d * sizeof *r);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, d, d, 1.0f, x, d, f->w1, d, 1.0f, r, d);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, d, d, 1.0f, x, d, f->w1, d, 1.0f,
+                    r, d);
         silu_residual(r, x, (int64_t)m * d, hh);
         for (int32_t i = 0; i < m; i++)
             for (int32_t j = 0; j < d; j++) hh[(size_t)i * d + j] = r[(size_t)i * d + j] + f->b2[j];
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, d, d, 1.0f, r, d, f->w2, d, 1.0f, hh, d);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, d, d, 1.0f, r, d, f->w2, d, 1.0f,
+                    hh, d);
         h = hh;
     }
     if (f->flags & SL_HASH_PROJ)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, b, d, 1.0f, h, d, f->proj, d, 0.0f, y, b);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, b, d, 1.0f, h, d, f->proj, d, 0.0f,
+                    y, b);
     else if (h != y)
         memcpy(y, h, (size_t)m * d * sizeof *y);
 }

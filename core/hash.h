@@ -194,7 +194,7 @@ size_t sl_hash_work_floats(int32_t d, int32_t bits, int64_t n);
 
 /* Pre-sign values y (n, bits) of n vectors x (n, d): what training differentiates and what
  * encode thresholds. A few vectors (decode: one) take plain loops, AVX2 where the CPU has it;
- * more take sgemm. The two round differently (within ~1e-6 relative). x, y and work must not
+ * more take sgemm. The two round differently (they agree to 1e-5 of the largest value). x, y and work must not
  * overlap. 0, or SL_EINVAL (d or bits not the function's, NULL buffers, n < 0). */
 int sl_hash_forward(const struct sl_hash_fn *f, int32_t d, int32_t bits, const float *x, int64_t n,
                     float *y, float *work);
@@ -210,10 +210,11 @@ void sl_hash_pack(const float *y, int64_t n, int32_t bits, uint64_t *codes);
 
 /* Writes h atomically: a temporary file in the same directory, fsync, rename over path, fsync
  * of the directory. fingerprint NULL stores h's own (sl_hash_fingerprint). 0, or -errno /
- * SL_ENOMEM; path is untouched on failure. */
+ * SL_ENOMEM / SL_EINVAL (a weight is not finite: a diverged trainer's state would not load
+ * again); a failure before the rename leaves path as it was and no temporary file. */
 int sl_hash_save(const sl_hash *h, const uint8_t fingerprint[32], const char *path);
 
-/* The file's bytes in a malloc'd buffer (*out, *n_out; the caller frees). */
+/* The file's bytes in a malloc'd buffer (*out, *n_out; the caller frees). Same errors. */
 int sl_hash_serialize(const sl_hash *h, const uint8_t fingerprint[32], uint8_t **out, size_t *n_out);
 
 /* Reads a hash file. expect_fingerprint NULL skips the model check. SL_EBADMAGIC,

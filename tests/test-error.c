@@ -69,3 +69,11 @@ Test(error, log_callback_and_level) {
     sl_log(SL_LOG_ERROR, "to stderr");
     cr_assert_eq(c.n, 2);
 }
+
+/* Wrapping the previous detail in a new one is a common pattern; it must not read the buffer
+ * it is writing. */
+Test(error, detail_can_wrap_the_previous_detail) {
+    sl_fail(SL_EIO, "inner %d", 7);
+    cr_assert_eq(sl_fail(SL_EBOUNDS, "outer: %s (again: %s)", sl_error_detail(), sl_error_detail()), SL_EBOUNDS);
+    cr_assert_str_eq(sl_error_detail(), "outer: inner 7 (again: inner 7)");
+}

@@ -444,6 +444,17 @@ Test(hash_file, fingerprint_checked) {
     cr_assert_eq(sl_hash_load_bytes(b, n, NULL, &g), 0, "NULL: not checked");
     sl_hash_free(g);
     cr_assert_eq(sl_hash_load("/nonexistent/h.slhash", NULL, &g), -ENOENT);
+    cr_assert_eq(sl_hash_save(h, NULL, "/nonexistent/h.slhash"), -ENOENT);
+
+    /* a diverged trainer's weights are refused rather than written as an unloadable file */
+    char dir[] = "/tmp/sl-test-hash-XXXXXX", path[256], cmd[300];
+    cr_assert(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/h.slhash", dir);
+    sl_hash_fn_mut(h, SL_HASH_QUERY, 2, 1)->b2[3] = NAN;
+    cr_assert_eq(sl_hash_save(h, NULL, path), SL_EINVAL);
+    snprintf(cmd, sizeof cmd, "test -z \"$(ls -A %s)\"", dir);
+    cr_assert_eq(system(cmd), 0, "a file or temporary file was left behind");
+    rmdir(dir);
     free(b);
     sl_hash_free(h);
 }
