@@ -365,25 +365,6 @@ int sl_kv_file_open(struct sl_kv_store *s, const struct sl_kv_shape *expect) {
 
 /* ---- commits, truncation ---- */
 
-int sl_kv_file_append(struct sl_kv_store *s, int32_t layer, int64_t n, const uint8_t *k,
-                      const uint8_t *v) {
-    const struct sl_kv_layout *l = &s->layout;
-    const int32_t H = l->shape.n_head_kv, T = l->shape.block_tokens;
-    const int64_t row = l->row_bytes, half = (int64_t)T * row;
-    int64_t pos = s->n_tokens + s->pending[layer];
-    uint8_t *win = win_layer(s, layer);
-    for (int64_t i = 0; i < n; i++, pos++) {
-        int64_t b = pos / T - s->win_first, r = pos % T;
-        for (int32_t h = 0; h < H; h++) {
-            uint8_t *blk = win + (b * H + h) * l->block_stride;
-            memcpy(blk + r * row, k + (i * H + h) * row, (size_t)row);
-            memcpy(blk + half + r * row, v + (i * H + h) * row, (size_t)row);
-        }
-    }
-    s->pending[layer] += n;
-    return 0;
-}
-
 int sl_kv_file_commit(struct sl_kv_store *s, int64_t n) {
     const struct sl_kv_layout *l = &s->layout;
     const int32_t H = l->shape.n_head_kv;

@@ -49,25 +49,11 @@ static int ensure_segment(struct sl_kv_store *s, int64_t seg) {
     return 0;
 }
 
-int sl_kv_host_append(struct sl_kv_store *s, int32_t layer, int64_t n, const uint8_t *k,
-                      const uint8_t *v) {
-    const struct sl_kv_layout *l = &s->layout;
-    const int32_t H = l->shape.n_head_kv, T = l->shape.block_tokens;
-    const int64_t row = l->row_bytes, half = (int64_t)T * row;
-    int64_t pos = s->n_tokens + s->pending[layer];
-    /* Segments first, so a failed allocation leaves nothing half-appended. */
+int sl_kv_host_reserve(struct sl_kv_store *s, int64_t pos, int64_t n) {
+    const int32_t T = s->layout.shape.block_tokens;
     for (int64_t seg = (pos / T) >> s->seg_shift; seg <= ((pos + n - 1) / T) >> s->seg_shift; seg++) {
         int err = ensure_segment(s, seg);
         if (err) return err;
     }
-    for (int64_t i = 0; i < n; i++, pos++) {
-        int64_t b = pos / T, r = pos % T;
-        for (int32_t h = 0; h < H; h++) {
-            uint8_t *blk = sl_kv_host_block(s, layer, b, h);
-            memcpy(blk + r * row, k + (i * H + h) * row, (size_t)row);
-            memcpy(blk + half + r * row, v + (i * H + h) * row, (size_t)row);
-        }
-    }
-    s->pending[layer] += n;
     return 0;
 }

@@ -112,8 +112,8 @@ int sl_kv_alloc_common(struct sl_kv_store *s);
 /* host tier */
 int sl_kv_host_init(struct sl_kv_store *s);
 void sl_kv_host_free(struct sl_kv_store *s);
-int sl_kv_host_append(struct sl_kv_store *s, int32_t layer, int64_t n, const uint8_t *k,
-                      const uint8_t *v);
+/* Maps the segments positions [pos, pos + n) need, so an append cannot fail half-way. */
+int sl_kv_host_reserve(struct sl_kv_store *s, int64_t pos, int64_t n);
 static inline uint8_t *sl_kv_host_block(const struct sl_kv_store *s, int32_t layer,
                                         int64_t block, int32_t head) {
     int64_t in_seg = (((int64_t)layer << s->seg_shift) + (block & (s->seg_blocks - 1))) *
@@ -126,8 +126,6 @@ int64_t sl_kv_host_ram(const struct sl_kv_store *s);
 int sl_kv_file_create(struct sl_kv_store *s);
 int sl_kv_file_open(struct sl_kv_store *s, const struct sl_kv_shape *expect);
 void sl_kv_file_free(struct sl_kv_store *s);
-int sl_kv_file_append(struct sl_kv_store *s, int32_t layer, int64_t n, const uint8_t *k,
-                      const uint8_t *v);
 int sl_kv_file_sync(struct sl_kv_store *s);
 int sl_kv_file_commit(struct sl_kv_store *s, int64_t n);
 int sl_kv_file_truncate(struct sl_kv_store *s, int64_t n);

@@ -186,8 +186,28 @@ int sl_kv_store_append(sl_kv_store_t s, int32_t layer, int64_t n, const void *k,
         return sl_fail(SL_EBOUNDS, "append: %lld pending positions would exceed max_pending "
                        "%lld; commit first", (long long)(s->pending[layer] + n),
                        (long long)s->params.max_pending);
-    return s->tier == SL_KV_TIER_HOST ? sl_kv_host_append(s, layer, n, k, v)
-                                      : sl_kv_file_append(s, layer, n, k, v);
+    const struct sl_kv_layout *l = &s->layout;
+    const int32_t H = l->shape.n_head_kv, T = l->shape.block_tokens;
+    const int64_t row = l->row_bytes, half = (int64_t)T * row;
+    int64_t pos = s->n_tokens + s->pending[layer];
+    if (s->tier == SL_KV_TIER_HOST) {
+        int err = sl_kv_host_reserve(s, pos, n);
+        if (err) return err;
+    }
+    /* Rows go straight into their blocks: host memory, or the file tier's pending window. */
+    const uint8_t *kb = k, *vb = v;
+    for (int64_t i = 0; i < n; i++, pos++) {
+        int64_t b = pos / T, r = pos % T;
+        for (int32_t h = 0; h < H; h++) {
+            uint8_t *blk = s->tier == SL_KV_TIER_HOST
+                               ? sl_kv_host_block(s, layer, b, h)
+                               : (uint8_t *)sl_kv_file_window_block(s, layer, b, h);
+            memcpy(blk + r * row, kb + (i * H + h) * row, (size_t)row);
+            memcpy(blk + half + r * row, vb + (i * H + h) * row, (size_t)row);
+        }
+    }
+    s->pending[layer] += n;
+    return 0;
 }
 
 int sl_kv_store_commit(sl_kv_store_t s, int64_t n, const uint32_t *tags) {
