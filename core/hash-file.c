@@ -2,7 +2,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <libgen.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -13,6 +12,7 @@
 #include "core/internal.h"
 #include "storage/crc32c.h"
 #include "storage/mapped-file.h"
+#include "storage/fs-sync.h"
 
 #define H_FINGERPRINT 16
 #define H_N_LAYER 48
@@ -208,16 +208,6 @@ int sl_hash_serialize(const sl_hash *h, const uint8_t fingerprint[32], uint8_t *
     return 0;
 }
 
-static int fsync_parent_dir(const char *path) {
-    char *copy = strdup(path);
-    if (!copy) return sl_fail(SL_ENOMEM, "out of memory");
-    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    int err = fd < 0 || fsync(fd) != 0 ? -errno : 0;
-    if (fd >= 0) close(fd);
-    free(copy);
-    return err ? sl_fail(err, "cannot sync the directory of %s: %s", path, strerror(-err)) : 0;
-}
-
 int sl_hash_save(const sl_hash *h, const uint8_t fingerprint[32], const char *path) {
     if (!h || !path) return sl_fail(SL_EINVAL, "sl_hash_save: NULL argument");
     static atomic_uint counter; /* distinct temporary names for concurrent saves in a process */
@@ -245,7 +235,7 @@ int sl_hash_save(const sl_hash *h, const uint8_t fingerprint[32], const char *pa
     free(tmp);
     /* The rename is durable once the directory entry is; without this a crash could leave
      * the old file (acceptable) but also report success for a save that is not on disk. */
-    return rc ? rc : fsync_parent_dir(path);
+    return rc ? rc : sl_fsync_parent_dir(path);
 }
 
 /* ---- reading ----------------------------------------------------------------------------- */

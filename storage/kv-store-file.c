@@ -3,7 +3,6 @@
  * commits that write the blocks they fill, and the two-slot durable sync. */
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +13,7 @@
 #include "core/internal.h"
 #include "storage/crc32c.h"
 #include "storage/kv-store-internal.h"
+#include "storage/fs-sync.h"
 
 #define DEFAULT_RAM_BUDGET (256ll << 20)
 #define CACHE_INDEX_BYTES_PER_SLOT 64 /* key, state, pins, map entries */
@@ -223,16 +223,6 @@ int sl_kv_file_sync(struct sl_kv_store *s) {
 
 /* ---- create and open ---- */
 
-static int fsync_parent_dir(const char *path) {
-    char *copy = strdup(path);
-    if (!copy) return sl_fail(SL_ENOMEM, "out of memory");
-    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    int err = fd < 0 || fsync(fd) != 0 ? -errno : 0;
-    if (fd >= 0) close(fd);
-    free(copy);
-    return err;
-}
-
 static int rename_into_place(const char *tmp, const char *path, bool overwrite) {
     if (overwrite) return rename(tmp, path) == 0 ? 0 : -errno;
 #ifdef SYS_renameat2
@@ -280,7 +270,7 @@ int sl_kv_file_create(struct sl_kv_store *s) {
         return sl_fail(err, "cannot create KV store %s: %s", s->path, detail);
     }
     free(tmp);
-    if (fsync_parent_dir(s->path) != 0)
+    if (sl_fsync_parent_dir(s->path) != 0)
         sl_log(SL_LOG_WARN, "could not sync the directory of %s; its creation may not survive a "
                "crash", s->path);
     s->generation = 2;
