@@ -387,7 +387,7 @@ int sl_hash_attention_recall(const sl_hash *h, int32_t layer, const struct sl_ha
                              float *recall) {
     const struct sl_hash_params *hp = sl_hash_get_params(h);
     const int64_t N = seq->seq_len;
-    const int32_t d = hp->head_dim, b = hp->bits, W = b / 64, G = hp->n_head_q / hp->n_head_kv;
+    const int32_t d = hp->head_dim, b = hp->bits, W = sl_hash_code_words(b), G = hp->n_head_q / hp->n_head_kv;
     if (min_pos < 1 || min_pos >= N || queries < 1 || !(budget > 0) || budget > 1 || G > 64)
         return sl_fail(SL_EINVAL, "recall: bad parameters");
     size_t work_n = sl_hash_work_floats(d, b, N > queries ? N : queries);
@@ -422,10 +422,10 @@ int sl_hash_attention_recall(const sl_hash *h, int32_t layer, const struct sl_ha
             int64_t k = (int64_t)ceilf(budget * (float)nv);
             memset(hist, 0, sizeof(int64_t) * ((size_t)G * b + 1));
             for (int64_t j = 0; j < nv; j++) {
-                int32_t s = 0;
+                int32_t s = G * b; /* matches; the zero padding past b bits never differs */
                 for (int32_t hh = 0; hh < G; hh++)
                     for (int32_t w = 0; w < W; w++)
-                        s += 64 - __builtin_popcountll(qcode[((int64_t)hh * queries + r) * W + w] ^ kcode[j * W + w]);
+                        s -= __builtin_popcountll(qcode[((int64_t)hh * queries + r) * W + w] ^ kcode[j * W + w]);
                 score[j] = s;
                 hist[s]++;
             }

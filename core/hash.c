@@ -54,8 +54,8 @@ int sl_hash_check_shape(const struct sl_hash_params *p, uint32_t flags) {
                        p->n_head_q, SL_HASH_MAX_HEADS, p->n_head_kv);
     if (p->head_dim < 1 || p->head_dim > SL_HASH_MAX_DIM)
         return sl_fail(SL_EINVAL, "hash: head_dim %d outside 1..%d", p->head_dim, SL_HASH_MAX_DIM);
-    if (p->bits < 64 || p->bits > SL_HASH_MAX_BITS || p->bits % 64)
-        return sl_fail(SL_EINVAL, "hash: %d bits is not a multiple of 64 in 64..%d", p->bits,
+    if (p->bits < 32 || p->bits > SL_HASH_MAX_BITS || p->bits % 32)
+        return sl_fail(SL_EINVAL, "hash: %d bits is not a multiple of 32 in 32..%d", p->bits,
                        SL_HASH_MAX_BITS);
     if (p->kind != SL_HASH_SPOTLIGHT && p->kind != SL_HASH_SIMHASH)
         return sl_fail(SL_EINVAL, "hash: unknown kind %d", (int)p->kind);
@@ -413,13 +413,14 @@ int sl_hash_forward(const struct sl_hash_fn *f, int32_t d, int32_t bits, const f
 /* One compare and movemask per 8 values instead of 8 compares and shifts. GT_OQ is false for
  * NaN, as the scalar > is. */
 AVX2 static void pack_avx2(const float *y, int64_t n, int32_t bits, uint64_t *codes) {
-    int32_t words = bits / 64;
+    int32_t words = sl_hash_code_words(bits);
     __m256 zero = _mm256_setzero_ps();
     for (int64_t r = 0; r < n; r++)
         for (int32_t w = 0; w < words; w++) {
             const float *p = y + r * bits + w * 64;
+            const int lanes = (bits - w * 64 < 64 ? bits - w * 64 : 64) / 8; /* 4 or 8 */
             uint64_t c = 0;
-            for (int j = 0; j < 8; j++)
+            for (int j = 0; j < lanes; j++)
                 c |= (uint64_t)(uint32_t)_mm256_movemask_ps(
                          _mm256_cmp_ps(_mm256_loadu_ps(p + 8 * j), zero, _CMP_GT_OQ)) << (8 * j);
             codes[r * words + w] = c;
@@ -434,12 +435,13 @@ void sl_hash_pack(const float *y, int64_t n, int32_t bits, uint64_t *codes) {
         return;
     }
 #endif
-    int32_t words = bits / 64;
+    int32_t words = sl_hash_code_words(bits);
     for (int64_t r = 0; r < n; r++)
         for (int32_t w = 0; w < words; w++) {
             const float *p = y + r * bits + w * 64;
+            const int m = bits - w * 64 < 64 ? bits - w * 64 : 64;
             uint64_t c = 0;
-            for (int j = 0; j < 64; j++) c |= (uint64_t)(p[j] > 0.0f) << j;
+            for (int j = 0; j < m; j++) c |= (uint64_t)(p[j] > 0.0f) << j;
             codes[r * words + w] = c;
         }
 }
@@ -452,7 +454,7 @@ int sl_hash_encode(const struct sl_hash_fn *f, int32_t d, int32_t bits, const fl
      * its scratch is the first 2 rows d floats, the slice's pre-sign values follow. */
     int64_t rows = n < SLICE_ROWS ? n : SLICE_ROWS;
     float *y = work + 2 * rows * d;
-    int32_t words = bits / 64;
+    int32_t words = sl_hash_code_words(bits);
     for (int64_t i = 0; i < n; i += rows) {
         int64_t m = n - i < rows ? n - i : rows;
         sl_hash_forward(f, d, bits, x + i * d, m, y, work);

@@ -7,8 +7,10 @@
  *                                  without the flag, h = x
  *   projection (flag SL_HASH_PROJ) y = P h   (P is b x d);   without the flag, y = h (b == d)
  *   code                           bit i = 1 when y[i] > 0 (0, -0 and NaN give 0)
- * Codes are packed into W = b / 64 uint64 words per vector: bit i is bit (i % 64) of word
- * i / 64. Matrices are row-major (out x in): W1[o * d + i].
+ * b is a multiple of 32. Codes are packed into W = ceil(b / 64) uint64 words per vector: bit i
+ * is bit (i % 64) of word i / 64, and the bits from b up to 64 W are zero in every code, so
+ * they match between any query and key and shift every score by the same amount (rank-neutral;
+ * a 32-bit code costs a full word). Matrices are row-major (out x in): W1[o * d + i].
  *
  * Kinds (how a hash is initialised; the file records it, the encoder does not care):
  *   SL_HASH_SPOTLIGHT  MLP, plus a projection when b != d. W1, b1, W2, b2 ~ N(0, 1) * 1e-3,
@@ -40,7 +42,7 @@
  *    52   4  n_head_q       1..1024, a multiple of n_head_kv
  *    56   4  n_head_kv      1..1024
  *    60   4  head_dim (d)   1..1024
- *    64   4  bits (b)       64..4096, a multiple of 64
+ *    64   4  bits (b)       32..4096, a multiple of 32
  *    68   4  kind           1 = Spotlight, 2 = SimHash
  *    72   4  flags          bit 0 = MLP, bit 1 = projection, others 0; no projection: b == d
  *    76   4  note_bytes     0..65536
@@ -186,7 +188,7 @@ int sl_hash_set_note(sl_hash *h, const char *note);
 /* ---- encoding -------------------------------------------------------------------------- */
 
 /* uint64 words per code. */
-static inline int32_t sl_hash_code_words(int32_t bits) { return bits / 64; }
+static inline int32_t sl_hash_code_words(int32_t bits) { return (bits + 63) / 64; }
 
 /* Floats of scratch sl_hash_forward / sl_hash_encode need for n vectors (bounded: batches are
  * processed in slices, so this stops growing past a few hundred vectors). */

@@ -2,8 +2,9 @@
  * query codes of that head's GQA group, the first half of Spotlight selection (cpu/topk.h
  * is the second).
  *
- * Code layout (shared with core/hash.c and the GPU backend): a code of b bits, b a multiple
- * of 64, is W = b/64 uint64_t words; bit i of the code is bit (i % 64) of word i / 64.
+ * Code layout (shared with core/hash.c and the GPU backend): a code of b bits is W = ceil(b/64)
+ * uint64_t words; bit i of the code is bit (i % 64) of word i / 64, and bits past b are zero
+ * (so they always match and add the same G*(64W - b) to every score).
  *   keys    k[j*W + w]   j = position 0..n-1 of one (layer, KV head), contiguous
  *   queries q[g*W + w]   g = 0..G-1, the group's query heads
  * Score of key j = sum over g of matches(q_g, k_j), matches = b - popcount(q_g XOR k_j)

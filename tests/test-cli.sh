@@ -100,7 +100,7 @@ expect_error "dump-qk no text" 2 "give the text with -f" -- "$bin" dump-qk
 expect_error "dump-qk missing text" 1 "No such file" -- "$bin" dump-qk -f "$tmp/nope.txt"
 expect_error "dump-qk too little text" 1 "sequences of 64 need" -- "$bin" dump-qk -f "$tmp/stop.txt" --seq-len 64 --seqs 9
 expect_error "dump-qk bad seq-len" 2 "--seq-len must be an integer" -- "$bin" dump-qk -f "$tmp/stop.txt" --seq-len 3
-expect_error "train-hash bad bits" 2 "multiple of 64" -- "$bin" train-hash --bits 96
+expect_error "train-hash bad bits" 2 "multiple of 32" -- "$bin" train-hash --bits 80
 expect_error "train-hash no dump" 1 "layer-00.qk" -- "$bin" train-hash --qk "$tmp/none" --eval-qk "$tmp/none" -o "$tmp/h.slhash"
 [ -e "$tmp/h.slhash" ] && bad "train-hash left a hash file after failing" || ok
 if "$bin" dump-qk -f "$tmp/long.txt" --seq-len 64 --seqs 2 -o "$tmp/qk" 2>"$tmp/err" &&

@@ -200,7 +200,7 @@ static void check_paths(int32_t d, int32_t bits, enum sl_hash_kind kind, int64_t
     sl_hash *h = make(2, 4, 2, d, bits, kind, 7);
     randomize(h, 1.0f / sqrtf((float)d));
     const struct sl_hash_fn *f = sl_hash_query_fn(h, 1, 3);
-    int32_t W = bits / 64;
+    int32_t W = sl_hash_code_words(bits);
     float *x = malloc(sizeof(float) * n * d), *y = malloc(sizeof(float) * n * bits), y1[4096];
     float *work = malloc(sizeof(float) * sl_hash_work_floats(d, bits, n));
     uint64_t *codes = malloc(sizeof(uint64_t) * n * W), c1[64];
@@ -228,6 +228,9 @@ static void check_paths(int32_t d, int32_t bits, enum sl_hash_kind kind, int64_t
         }
     }
     cr_assert(checked > n * bits * 9 / 10, "too few bits away from zero: %ld", (long)checked);
+    /* bits past b (when b is not a multiple of 64) are zero in every code */
+    for (int64_t r = 0; bits % 64 && r < n; r++)
+        cr_assert_eq(codes[r * W + W - 1] >> (bits % 64), 0, "row %ld has padding bits set", (long)r);
     free(x);
     free(y);
     free(work);
@@ -245,6 +248,8 @@ Test(hash_encode, batch_equals_single_and_reference) {
         check_paths(20, 64, SL_HASH_SPOTLIGHT, 5);    /* rows and columns off the 8-wide blocks */
         check_paths(64, 256, SL_HASH_SIMHASH, 257);
         check_paths(7, 64, SL_HASH_SIMHASH, 2);
+        check_paths(64, 32, SL_HASH_SPOTLIGHT, 300);  /* half a word */
+        check_paths(64, 96, SL_HASH_SIMHASH, 9);      /* a word and a half */
     }
     sl_cpu_force_scalar(0);
 }
@@ -264,8 +269,10 @@ Test(hash_encode, bad_arguments) {
     struct sl_hash_params p = sl_hash_default_params();
     p.n_layer = 2, p.n_head_q = 6, p.n_head_kv = 4, p.head_dim = 64;
     cr_assert_eq(sl_hash_create(&p, &h), SL_EINVAL, "n_head_q not a multiple of n_head_kv");
-    p.n_head_q = 8, p.bits = 96;
-    cr_assert_eq(sl_hash_create(&p, &h), SL_EINVAL, "bits not a multiple of 64");
+    p.n_head_q = 8, p.bits = 80;
+    cr_assert_eq(sl_hash_create(&p, &h), SL_EINVAL, "bits not a multiple of 32");
+    p.bits = 0;
+    cr_assert_eq(sl_hash_create(&p, &h), SL_EINVAL, "no bits");
     p.bits = 64, p.kind = 9;
     cr_assert_eq(sl_hash_create(&p, &h), SL_EINVAL, "unknown kind");
     p.kind = SL_HASH_SPOTLIGHT, p.head_dim = 0;

@@ -116,8 +116,8 @@ int cmd_train_hash(int argc, char **argv) {
         case 'q': qk = optarg; break;
         case 'e': eval_qk = optarg; break;
         case 'o': out = optarg; break;
-        case 'B': if (cli_parse_i64("train-hash", "--bits", optarg, 64, 1024, &bits) || bits % 64) {
-                      if (bits % 64) fprintf(stderr, "spotlight train-hash: --bits must be a multiple of 64\n");
+        case 'B': if (cli_parse_i64("train-hash", "--bits", optarg, 32, 1024, &bits) || bits % 32) {
+                      if (bits % 32) fprintf(stderr, "spotlight train-hash: --bits must be a multiple of 32\n");
                       return 2;
                   }
                   break;
