@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/attn-truth.h"
 #include "core/internal.h"
 
 struct sl_hash_train_params sl_hash_train_default_params(void) {
@@ -42,14 +43,6 @@ struct sl_hash_trainer {
     float *sel;               /* (max_n) */
     int32_t *qi, *pos, *neg;  /* (queries), (max_n), (max_n) */
 };
-
-static uint64_t next_u64(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-static int64_t uniform(uint64_t *s, int64_t n) { return (int64_t)(next_u64(s) % (uint64_t)n); }
 
 static float *falloc(int64_t n, int *fail) {
     float *p = calloc((size_t)(n > 0 ? n : 1), sizeof(float));
@@ -228,57 +221,6 @@ static struct sl_hash_fn grad_view(const sl_hash_trainer *t, const struct sl_has
     return g;
 }
 
-/* ---- the truth: causal softmax attention summed over a group ---- */
-
-/* A (Q, N) = sum over the group's heads of softmax_{j <= qi}(q . k_j / sqrt(d)); L scratch.
- * xq: (group, Q, d) query rows, xk: (N, d). */
-static void true_attention(int32_t group, const float *const *xq, const float *xk, const int32_t *qi,
-                           int64_t Q, int64_t N, int32_t d, float *A, float *L) {
-    memset(A, 0, sizeof(float) * (size_t)(Q * N));
-    const float scale = 1.0f / sqrtf((float)d);
-    for (int32_t hh = 0; hh < group; hh++) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)Q, (int)N, d, scale, xq[hh], d,
-                    xk, d, 0.0f, L, (int)N);
-        for (int64_t r = 0; r < Q; r++) {
-            const float *l = L + r * N;
-            float mx = -INFINITY, sum = 0;
-            for (int64_t j = 0; j <= qi[r]; j++) mx = l[j] > mx ? l[j] : mx;
-            for (int64_t j = 0; j <= qi[r]; j++) sum += expf(l[j] - mx);
-            for (int64_t j = 0; j <= qi[r]; j++) A[r * N + j] += expf(l[j] - mx) / sum;
-        }
-    }
-}
-
-/* The k-th largest of v[0..n) (k >= 1), by quickselect on a copy in `work`. */
-static float kth_largest(const float *v, int64_t n, int64_t k, float *work) {
-    memcpy(work, v, sizeof(float) * (size_t)n);
-    int64_t lo = 0, hi = n - 1, want = k - 1;
-    while (lo < hi) {
-        float pivot = work[(lo + hi) / 2];
-        int64_t i = lo, j = hi;
-        while (i <= j) {
-            while (work[i] > pivot) i++;
-            while (work[j] < pivot) j--;
-            if (i <= j) {
-                float tmp = work[i];
-                work[i++] = work[j];
-                work[j--] = tmp;
-            }
-        }
-        if (want <= j) hi = j;
-        else if (want >= i) lo = i;
-        else return work[want];
-    }
-    return work[want];
-}
-
-static void gather_rows(const float *src, int32_t stride_heads, int32_t head, int32_t d,
-                        const int32_t *rows, int64_t n, float *dst) {
-    for (int64_t i = 0; i < n; i++)
-        memcpy(dst + i * d, src + ((int64_t)(rows ? rows[i] : i) * stride_heads + head) * d,
-               sizeof(float) * (size_t)d);
-}
-
 int sl_hash_trainer_loss_grad(sl_hash_trainer *t, const struct sl_hash_train_seq *seq, float *loss,
                               float *grad) {
     const int64_t N = seq->seq_len, Q = t->p.queries;
@@ -289,23 +231,23 @@ int sl_hash_trainer_loss_grad(sl_hash_trainer *t, const struct sl_hash_train_seq
     t->grad = grad;
     memset(grad, 0, sizeof(float) * (size_t)t->nw);
     double total = 0;
-    for (int64_t r = 0; r < Q; r++) t->qi[r] = (int32_t)(t->p.min_pos + uniform(&t->rng, N - t->p.min_pos));
+    for (int64_t r = 0; r < Q; r++) t->qi[r] = (int32_t)(t->p.min_pos + sl_rand_below(&t->rng, N - t->p.min_pos));
     const float *xq[64];
     for (int32_t g = 0; g < t->hkv; g++) {
         const struct sl_hash_fn *kf = sl_hash_key_fn(t->h, t->layer, g);
-        gather_rows(seq->k, t->hkv, g, d, NULL, N, t->kc.x);
+        sl_truth_gather_rows(seq->k, t->hkv, g, d, NULL, N, t->kc.x);
         forward(kf, &t->kc, N, t->p.gamma);
         memset(t->csum, 0, sizeof(float) * (size_t)(Q * b));
         for (int32_t hh = 0; hh < G; hh++) {
             const struct sl_hash_fn *qf = sl_hash_query_fn(t->h, t->layer, g * G + hh);
-            gather_rows(seq->q, t->hq, g * G + hh, d, t->qi, Q, t->qc[hh].x);
+            sl_truth_gather_rows(seq->q, t->hq, g * G + hh, d, t->qi, Q, t->qc[hh].x);
             forward(qf, &t->qc[hh], Q, t->p.gamma);
             for (int64_t i = 0; i < Q * b; i++) t->csum[i] += t->qc[hh].c[i];
             xq[hh] = t->qc[hh].x;
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)Q, (int)N, b, 1.0f, t->csum, b,
                     t->kc.c, b, 0.0f, t->S, (int)N);
-        true_attention(G, xq, t->kc.x, t->qi, Q, N, d, t->A, t->L);
+        sl_truth_attention(G, xq, t->kc.x, t->qi, Q, N, d, t->A, t->L);
 
         /* triples: for each query, sampled positives x sampled negatives */
         memset(t->dS, 0, sizeof(float) * (size_t)(Q * N));
@@ -315,7 +257,7 @@ int sl_hash_trainer_loss_grad(sl_hash_trainer *t, const struct sl_hash_train_seq
             int64_t npos = (int64_t)ceilf(t->p.pos_frac * (float)nv);
             if (npos < 1) npos = 1;
             const float *a = t->A + r * N;
-            float thr = kth_largest(a, nv, npos, t->sel);
+            float thr = sl_truth_kth_largest(a, nv, npos, t->sel);
             int64_t np = 0, nn = 0;
             for (int64_t j = 0; j < nv; j++) {
                 if (a[j] >= thr) t->pos[np++] = (int32_t)j;
@@ -325,9 +267,9 @@ int sl_hash_trainer_loss_grad(sl_hash_trainer *t, const struct sl_hash_train_seq
             const float *s = t->S + r * N;
             float *ds = t->dS + r * N;
             for (int32_t pi = 0; pi < t->p.pos_samples; pi++) {
-                int32_t jp = t->pos[uniform(&t->rng, np)];
+                int32_t jp = t->pos[sl_rand_below(&t->rng, np)];
                 for (int32_t ni = 0; ni < t->p.neg_samples; ni++) {
-                    int32_t jn = t->neg[uniform(&t->rng, nn)];
+                    int32_t jn = t->neg[sl_rand_below(&t->rng, nn)];
                     float delta = s[jp] - s[jn];
                     /* -log sigmoid(delta) = softplus(-delta), stably */
                     total += (delta > 0 ? log1pf(expf(-delta)) : -delta + log1pf(expf(delta))) * per_pair;
@@ -378,82 +320,4 @@ int sl_hash_trainer_step(sl_hash_trainer *t, const struct sl_hash_train_seq *seq
         t->w[i] -= (float)(lr * step);
     }
     return 0;
-}
-
-/* ---- evaluation with hard codes ---- */
-
-int sl_hash_attention_recall(const sl_hash *h, int32_t layer, const struct sl_hash_train_seq *seq,
-                             float budget, int32_t queries, int32_t min_pos, uint64_t seed,
-                             float *recall) {
-    const struct sl_hash_params *hp = sl_hash_get_params(h);
-    const int64_t N = seq->seq_len;
-    const int32_t d = hp->head_dim, b = hp->bits, W = sl_hash_code_words(b), G = hp->n_head_q / hp->n_head_kv;
-    if (min_pos < 1 || min_pos >= N || queries < 1 || !(budget > 0) || budget > 1 || G > 64)
-        return sl_fail(SL_EINVAL, "recall: bad parameters");
-    size_t work_n = sl_hash_work_floats(d, b, N > queries ? N : queries);
-    float *work = malloc(sizeof(float) * work_n), *x = malloc(sizeof(float) * (size_t)(N * d));
-    float *xq = malloc(sizeof(float) * (size_t)(G * queries * d));
-    float *A = malloc(sizeof(float) * (size_t)(queries * N)), *L = malloc(sizeof(float) * (size_t)(queries * N));
-    uint64_t *kcode = malloc(sizeof(uint64_t) * (size_t)(N * W)), *qcode = malloc(sizeof(uint64_t) * (size_t)(G * queries * W));
-    int32_t *qi = malloc(sizeof(int32_t) * (size_t)queries);
-    int32_t *score = malloc(sizeof(int32_t) * (size_t)N);
-    int64_t *hist = calloc((size_t)G * b + 1, sizeof(int64_t));
-    int err = 0;
-    if (!work || !x || !xq || !A || !L || !kcode || !qcode || !qi || !score || !hist)
-        err = sl_fail(SL_ENOMEM, "recall: out of memory");
-    uint64_t rng = seed;
-    for (int32_t r = 0; r < queries; r++) qi[r] = (int32_t)(min_pos + uniform(&rng, N - min_pos));
-    double sum = 0;
-    for (int32_t g = 0; !err && g < hp->n_head_kv; g++) {
-        gather_rows(seq->k, hp->n_head_kv, g, d, NULL, N, x);
-        err = sl_hash_encode(sl_hash_key_fn(h, layer, g), d, b, x, N, kcode, work);
-        const float *xqs[64];
-        for (int32_t hh = 0; !err && hh < G; hh++) {
-            float *rows = xq + (int64_t)hh * queries * d;
-            gather_rows(seq->q, hp->n_head_q, g * G + hh, d, qi, queries, rows);
-            xqs[hh] = rows;
-            err = sl_hash_encode(sl_hash_query_fn(h, layer, g * G + hh), d, b, rows, queries,
-                                 qcode + (int64_t)hh * queries * W, work);
-        }
-        if (err) break;
-        true_attention(G, xqs, x, qi, queries, N, d, A, L);
-        for (int32_t r = 0; r < queries; r++) {
-            const int64_t nv = (int64_t)qi[r] + 1;
-            int64_t k = (int64_t)ceilf(budget * (float)nv);
-            memset(hist, 0, sizeof(int64_t) * ((size_t)G * b + 1));
-            for (int64_t j = 0; j < nv; j++) {
-                int32_t s = G * b; /* matches; the zero padding past b bits never differs */
-                for (int32_t hh = 0; hh < G; hh++)
-                    for (int32_t w = 0; w < W; w++)
-                        s -= __builtin_popcountll(qcode[((int64_t)hh * queries + r) * W + w] ^ kcode[j * W + w]);
-                score[j] = s;
-                hist[s]++;
-            }
-            /* threshold score, then ties toward later positions */
-            int64_t above = 0, thr = (int64_t)G * b;
-            while (thr > 0 && above + hist[thr] < k) above += hist[thr--];
-            int64_t ties = k - above;
-            double mass = 0;
-            for (int64_t j = nv - 1; j >= 0; j--) {
-                if (score[j] > thr) mass += A[(int64_t)r * N + j];
-                else if (score[j] == thr && ties > 0) {
-                    mass += A[(int64_t)r * N + j];
-                    ties--;
-                }
-            }
-            sum += mass / G;
-        }
-    }
-    if (!err) *recall = (float)(sum / ((double)queries * hp->n_head_kv));
-    free(work);
-    free(x);
-    free(xq);
-    free(A);
-    free(L);
-    free(kcode);
-    free(qcode);
-    free(qi);
-    free(score);
-    free(hist);
-    return err;
 }

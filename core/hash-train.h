@@ -60,13 +60,4 @@ int sl_hash_trainer_loss_grad(sl_hash_trainer *t, const struct sl_hash_train_seq
                               float *grad);
 void sl_hash_trainer_reseed(sl_hash_trainer *t, uint64_t seed);
 
-/* Attention-mass recall of hard codes: for `queries` positions (drawn from [min_pos, seq_len)
- * with the given seed), per KV group, the fraction of the true attention mass A[i, .] that
- * lies on the ceil(budget * (i + 1)) keys j <= i with the highest group score (XNOR-popcount
- * summed over the group's query heads; ties toward later positions). Mean over queries and
- * groups. */
-int sl_hash_attention_recall(const sl_hash *h, int32_t layer, const struct sl_hash_train_seq *seq,
-                             float budget, int32_t queries, int32_t min_pos, uint64_t seed,
-                             float *recall);
-
 #endif

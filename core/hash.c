@@ -81,13 +81,7 @@ struct rng {
     int has_spare;
 };
 
-static uint64_t mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9u;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBu;
-    return z ^ (z >> 31);
-}
-
-static uint64_t rng_next(struct rng *r) { return mix64(r->state += 0x9E3779B97F4A7C15u); }
+static uint64_t rng_next(struct rng *r) { return sl_splitmix64(&r->state); }
 
 static double rng_gaussian(struct rng *r) {
     if (r->has_spare) {
@@ -106,9 +100,13 @@ static void fill(struct rng *r, float *dst, int64_t n, double scale) {
     for (int64_t i = 0; i < n; i++) dst[i] = (float)(rng_gaussian(r) * scale);
 }
 
-static void init_fn(const sl_hash *h, struct sl_hash_fn *f, int role, int32_t layer, int32_t head) {
+static struct rng stream(const sl_hash *h, int role, int32_t layer, int32_t head) {
     uint64_t tag = (uint64_t)(uint32_t)layer << 32 | (uint64_t)role << 16 | (uint64_t)(uint32_t)head;
-    struct rng r = {.state = mix64(h->p.seed ^ mix64(tag))};
+    return (struct rng){.state = sl_mix64(h->p.seed ^ sl_mix64(tag))};
+}
+
+static void init_fn(const sl_hash *h, struct sl_hash_fn *f, int role, int32_t layer, int32_t head) {
+    struct rng r = stream(h, role, layer, head);
     int64_t d = f->d;
     if (f->w1) {
         fill(&r, f->w1, d * d, 1e-3);
@@ -116,9 +114,13 @@ static void init_fn(const sl_hash *h, struct sl_hash_fn *f, int role, int32_t la
         fill(&r, f->w2, d * d, 1e-3);
         fill(&r, f->b2, d, 1e-3);
     }
-    if (f->proj)
-        fill(&r, f->proj, (int64_t)f->bits * d,
-             h->p.kind == SL_HASH_SIMHASH ? 1.0 : 1.0 / sqrt((double)d));
+    if (f->proj) {
+        /* one projection per KV head, shared by its key function and its group's query
+         * functions: codes compare only when both sides project the same way */
+        int32_t kv_head = role == SL_HASH_QUERY ? head / (h->p.n_head_q / h->p.n_head_kv) : head;
+        struct rng pr = stream(h, 2, layer, kv_head);
+        fill(&pr, f->proj, (int64_t)f->bits * d, h->p.kind == SL_HASH_SIMHASH ? 1.0 : 1.0 / sqrt((double)d));
+    }
 }
 
 /* ---- handle ------------------------------------------------------------------------------ */

@@ -26,10 +26,14 @@
  *   mix(z)   = z ^= z >> 30; z *= 0xBF58476D1CE4E5B9; z ^= z >> 27; z *= 0x94D049BB133111EB;
  *              z ^ (z >> 31)                                         (splitmix64's finaliser)
  *   state    = mix(seed ^ mix(layer << 32 | role << 16 | head))      (role: key 0, query 1)
+ *              for W1, b1, W2, b2; P comes from its own stream, role 2 and head = the KV
+ *              head (a query head's KV head is head / (n_head_q / n_head_kv)), so a KV head's
+ *              key function and its group's query functions start with the SAME projection:
+ *              SimHash needs it, and untrained Spotlight codes of q and k are then comparable
  *   next()   = state += 0x9E3779B97F4A7C15; mix(state)               (splitmix64)
  *   gaussian = Box-Muller in double: u1 = ((next() >> 11) + 1) * 2^-53, u2 = (next() >> 11) *
  *              2^-53, r = sqrt(-2 ln u1): r cos(2 pi u2), then r sin(2 pi u2), then a new pair
- * drawn in storage order (W1, b1, W2, b2, P; each row-major) and rounded to float. Identical
+ * drawn in storage order (W1, b1, W2, b2; then P; each row-major) and rounded to float. Identical
  * wherever libm's log, cos and sin agree (glibc's do across x86-64 machines).
  *
  * Hash file, version 1. All integers and floats little-endian; f32 is IEEE-754 binary32.

@@ -37,6 +37,20 @@ static inline int sl_add_overflow_u64(uint64_t a, uint64_t b, uint64_t *out) {
     return __builtin_add_overflow(a, b, out);
 }
 
+/* splitmix64: the finaliser, and one step of the generator (state advanced in place). The
+ * project's one source of reproducible random numbers (hash initialisation, training
+ * samples, evaluation queries). */
+static inline uint64_t sl_mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9u;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBu;
+    return z ^ (z >> 31);
+}
+static inline uint64_t sl_splitmix64(uint64_t *state) { return sl_mix64(*state += 0x9E3779B97F4A7C15u); }
+/* Uniform in [0, n) for n >= 1 (modulo bias below 2^-32 for the sizes used here). */
+static inline int64_t sl_rand_below(uint64_t *state, int64_t n) {
+    return (int64_t)(sl_splitmix64(state) % (uint64_t)n);
+}
+
 #ifdef __cplusplus
 }
 #endif

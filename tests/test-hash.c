@@ -294,9 +294,17 @@ Test(hash_init, simhash_deterministic_and_balanced) {
         cr_assert_arr_eq(wa, wb, n * sizeof(float), "same seed, layer %d", l);
         cr_assert_neq(memcmp(wa, sl_hash_layer_weights(c, l, NULL), n * sizeof(float)), 0);
     }
-    /* functions differ from each other; entries look like N(0, 1) */
+    /* a KV head's key function and its group's query functions share one projection (else
+     * SimHash codes of q and k would not be comparable); other KV heads and layers differ;
+     * entries look like N(0, 1) */
     const struct sl_hash_fn *k0 = sl_hash_key_fn(a, 0, 0), *q0 = sl_hash_query_fn(a, 0, 0);
-    cr_assert_neq(memcmp(k0->proj, q0->proj, 256 * 64 * sizeof(float)), 0);
+    const size_t pb = 256 * 64 * sizeof(float);
+    cr_assert_eq(memcmp(k0->proj, q0->proj, pb), 0);
+    cr_assert_eq(memcmp(k0->proj, sl_hash_query_fn(a, 0, 1)->proj, pb), 0);
+    cr_assert_eq(memcmp(sl_hash_key_fn(a, 0, 1)->proj, sl_hash_query_fn(a, 0, 3)->proj, pb), 0);
+    cr_assert_neq(memcmp(k0->proj, sl_hash_key_fn(a, 0, 1)->proj, pb), 0);
+    cr_assert_neq(memcmp(k0->proj, sl_hash_query_fn(a, 0, 2)->proj, pb), 0);
+    cr_assert_neq(memcmp(k0->proj, sl_hash_key_fn(a, 1, 0)->proj, pb), 0);
     double s = 0, s2 = 0;
     for (int i = 0; i < 256 * 64; i++) s += q0->proj[i], s2 += (double)q0->proj[i] * q0->proj[i];
     s /= 256 * 64;

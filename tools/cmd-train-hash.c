@@ -12,14 +12,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/hash-eval.h"
 #include "core/hash-train.h"
 #include "core/hash.h"
 #include "core/internal.h"
-#include "core/qk-dump.h"
 #include "spotlight/error.h"
 #include "spotlight/model.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
+#include "tools/qk-data.h"
 
 static void usage(FILE *f) {
     fprintf(f, "usage: spotlight train-hash [-m MODEL] [--qk DIR] [--eval-qk DIR] [-o FILE] [--bits B] [--steps N]\n"
@@ -30,64 +31,10 @@ static void usage(FILE *f) {
                "  when present). Defaults: 64 bits, 300 steps per layer, budget 0.02.\n");
 }
 
-/* One layer's dump as f32 arrays per sequence. */
-struct layer_data {
-    struct sl_qk_dump dump;
-    float *q, *k; /* (n_seq, seq_len, heads, d) */
-};
-
-static int load_layer(const char *dir, int32_t layer, const struct sl_model_config *cfg,
-                      struct layer_data *ld) {
-    char path[4200];
-    sl_qk_dump_path(dir, layer, path, sizeof path);
-    memset(ld, 0, sizeof *ld);
-    int rc = sl_qk_dump_open(path, &ld->dump);
-    if (rc) return rc;
-    const struct sl_qk_dump *d = &ld->dump;
-    if (d->n_head != cfg->n_head || d->n_head_kv != cfg->n_head_kv || d->head_dim != cfg->head_dim ||
-        d->layer != layer)
-        return sl_fail(SL_ESHAPE, "%s does not match the model's heads", path);
-    const int64_t per = (int64_t)d->seq_len * d->head_dim;
-    ld->q = malloc(sizeof(float) * (size_t)(d->n_seq * per * d->n_head));
-    ld->k = malloc(sizeof(float) * (size_t)(d->n_seq * per * d->n_head_kv));
-    float *tmp = malloc(sizeof(float) * (size_t)per);
-    if (!ld->q || !ld->k || !tmp) {
-        free(tmp);
-        return sl_fail(SL_ENOMEM, "cannot hold %s in memory", path);
-    }
-    /* head-major from the dump, interleaved (position, head, dim) for the trainer */
-    for (int32_t s = 0; s < d->n_seq; s++)
-        for (int32_t isq = 0; isq < 2; isq++) {
-            int32_t heads = isq ? d->n_head : d->n_head_kv;
-            float *dst = (isq ? ld->q : ld->k) + (int64_t)s * per * heads;
-            for (int32_t h = 0; h < heads; h++) {
-                sl_qk_dump_head_f32(d, s, isq, h, tmp);
-                for (int32_t p = 0; p < d->seq_len; p++)
-                    memcpy(dst + ((int64_t)p * heads + h) * d->head_dim, tmp + (int64_t)p * d->head_dim,
-                           sizeof(float) * (size_t)d->head_dim);
-            }
-        }
-    free(tmp);
-    return 0;
-}
-
-static void free_layer(struct layer_data *ld) {
-    free(ld->q);
-    free(ld->k);
-    sl_qk_dump_close(&ld->dump);
-    memset(ld, 0, sizeof *ld);
-}
-
-static struct sl_hash_train_seq seq_of(const struct layer_data *ld, int32_t s) {
-    const struct sl_qk_dump *d = &ld->dump;
-    const int64_t per = (int64_t)d->seq_len * d->head_dim;
-    return (struct sl_hash_train_seq){ld->q + s * per * d->n_head, ld->k + s * per * d->n_head_kv, d->seq_len};
-}
-
-static float mean_recall(const sl_hash *h, int32_t layer, const struct layer_data *ev, float budget) {
+static float mean_recall(const sl_hash *h, int32_t layer, const struct qk_layer *ev, float budget) {
     double sum = 0;
     for (int32_t s = 0; s < ev->dump.n_seq; s++) {
-        struct sl_hash_train_seq seq = seq_of(ev, s);
+        struct sl_hash_train_seq seq = qk_layer_seq(ev, s);
         float r;
         int32_t min_pos = seq.seq_len / 8 > 0 ? seq.seq_len / 8 : 1;
         if (sl_hash_attention_recall(h, layer, &seq, budget, 128, min_pos, 1234 + (uint64_t)s, &r)) return NAN;
@@ -161,7 +108,7 @@ int cmd_train_hash(int argc, char **argv) {
     sl_model *m = NULL;
     sl_hash *h = NULL;
     sl_hash_trainer *t = NULL;
-    struct layer_data tr = {0}, ev = {0};
+    struct qk_layer tr = {0}, ev = {0};
     if ((rc = sl_model_load(path, &m))) {
         cli_report(path, rc);
         return 1;
@@ -199,7 +146,7 @@ int cmd_train_hash(int argc, char **argv) {
         struct sl_hash_layer_info info;
         sl_hash_layer_info_get(h, l, &info);
         if (info.status == SL_HASH_TRAINED) continue;
-        if ((rc = load_layer(qk_dir, l, cfg, &tr)) || (have_eval && (rc = load_layer(ev_dir, l, cfg, &ev)))) {
+        if ((rc = qk_layer_load(qk_dir, l, cfg, fp, &tr)) || (have_eval && (rc = qk_layer_load(ev_dir, l, cfg, fp, &ev)))) {
             cli_report(have_eval && tr.q ? ev_dir : qk_dir, rc);
             goto done;
         }
@@ -217,7 +164,7 @@ int cmd_train_hash(int argc, char **argv) {
         float ema = NAN, loss = 0;
         const double tl = cli_now();
         for (int64_t s = 0; s < steps; s++) {
-            struct sl_hash_train_seq seq = seq_of(&tr, (int32_t)(s % tr.dump.n_seq));
+            struct sl_hash_train_seq seq = qk_layer_seq(&tr, (int32_t)(s % tr.dump.n_seq));
             if ((rc = sl_hash_trainer_step(t, &seq, &loss))) {
                 cli_report("train", rc);
                 goto done;
@@ -249,8 +196,8 @@ int cmd_train_hash(int argc, char **argv) {
         fprintf(stderr, "\rtrain-hash: layer %2d/%d  loss %.4f  held-out recall@%g %.3f -> %.3f  (%.1f s)          \n",
                 l + 1, cfg->n_layer, ema, budget, before, after, cli_now() - tl);
         trained_now++;
-        free_layer(&tr);
-        free_layer(&ev);
+        qk_layer_free(&tr);
+        qk_layer_free(&ev);
     }
     if ((rc = sl_hash_save(h, fp, out_path))) {
         cli_report(out_path, rc);
@@ -260,8 +207,8 @@ int cmd_train_hash(int argc, char **argv) {
     status = 0;
 done:
     sl_hash_trainer_free(t);
-    free_layer(&tr);
-    free_layer(&ev);
+    qk_layer_free(&tr);
+    qk_layer_free(&ev);
     sl_hash_free(h);
     sl_model_free(m);
     return status;

@@ -14,6 +14,7 @@ static const struct command {
     {"perplexity", cmd_perplexity, "perplexity of a text file, computed as llama.cpp does"},
     {"dump-qk", cmd_dump_qk, "write every layer's post-RoPE q/k over real text (hash training data)"},
     {"train-hash", cmd_train_hash, "train the per-layer Spotlight hash on q/k dumps, write a hash file"},
+    {"eval-retrieval", cmd_eval_retrieval, "retrieval quality of hashes vs SimHash and exact top-k on held-out q/k"},
 };
 
 #define N_COMMANDS (sizeof k_commands / sizeof k_commands[0])

@@ -1,0 +1,23 @@
+/* Output files of the tools (CSV, markdown, plots, JSONL) written in full or not at all: the
+ * text goes to a temporary file beside the target, which is flushed, fsynced and renamed over
+ * it, then the directory is synced. A failed or abandoned write leaves the old file (if any)
+ * untouched and no temporary behind. */
+#ifndef SL_TOOLS_OUT_FILE_H
+#define SL_TOOLS_OUT_FILE_H
+
+#include <stdio.h>
+
+struct out_file {
+    FILE *f;    /* write here between open and commit */
+    char *tmp;  /* the temporary's name */
+    char *path; /* the target */
+};
+
+/* 0, or -1 after printing "spotlight <cmd>: cannot create ...". */
+int out_file_open(struct out_file *o, const char *cmd, const char *path);
+/* Makes the file appear at its path: 0, or -1 after printing the error (nothing renamed). */
+int out_file_commit(struct out_file *o, const char *cmd);
+/* Closes and removes the temporary. Safe after commit and on a zeroed struct. */
+void out_file_abort(struct out_file *o);
+
+#endif
