@@ -110,6 +110,29 @@ if "$bin" dump-qk -f "$tmp/long.txt" --seq-len 64 --seqs 2 -o "$tmp/qk" 2>"$tmp/
   grep -q "30 layers trained" "$tmp/err" && ok || bad "train-hash: no summary line"
   "$bin" train-hash --qk "$tmp/qk" --eval-qk "$tmp/qk" --steps 3 -o "$tmp/h.slhash" 2>"$tmp/err" &&
     grep -q "0 layers trained" "$tmp/err" && ok || bad "train-hash: rerun did not resume"
+  # eval-retrieval: refuses the training dumps, then measures on another dump
+  expect_error "eval-retrieval on training data" 1 "was trained on" -- \
+    "$bin" eval-retrieval --hash "$tmp/h.slhash" --qk "$tmp/qk" -o "$tmp/ev"
+  expect_error "eval-retrieval bad budgets" 2 "--budgets must be" -- "$bin" eval-retrieval --budgets 0.02,x
+  expect_error "eval-retrieval bad simhash bits" 2 "multiples of 32" -- "$bin" eval-retrieval --simhash-bits 40
+  ls "$tmp"/ev* >/dev/null 2>&1 && bad "eval-retrieval left output after failing" || ok
+  if "$bin" dump-qk -f "$tmp/long.txt" --seq-len 64 --seqs 1 -o "$tmp/qk-held" 2>"$tmp/err" &&
+     "$bin" eval-retrieval --hash "$tmp/h.slhash" --qk "$tmp/qk-held" --simhash-bits 64,512 --queries 16 \
+       -o "$tmp/ev" >"$tmp/out" 2>"$tmp/err"; then
+    # spotlight 64, simhash 64 and 512, sign 64, exact: 5 methods x 30 layers x 3 KV heads x 4 budgets
+    [ "$(tail -n +2 "$tmp/ev.csv" | wc -l)" = 1800 ] && ok || bad "eval-retrieval: CSV rows"
+    head -1 "$tmp/ev.csv" | grep -q '^method,bits,layer,kv_head,budget,recall,iou,queries$' && ok || bad "eval-retrieval: CSV header"
+    awk -F, 'NR > 1 && ($6 < 0 || $6 > 1.000001 || $7 < 0 || $7 > 1.000001) { exit 1 }' "$tmp/ev.csv" && ok ||
+      bad "eval-retrieval: a recall or IoU outside [0, 1]"
+    awk -F, 'NR > 1 && $1 == "exact" && $7 != "1.000000" { exit 1 }' "$tmp/ev.csv" && ok || bad "eval-retrieval: exact IoU not 1"
+    grep -q "Spotlight 64 bits: recall .* vs SimHash 512 bits" "$tmp/ev.md" && ok || bad "eval-retrieval: no target line"
+    python3 -c "import sys, xml.etree.ElementTree as E; r = E.parse(sys.argv[1]).getroot(); \
+assert r.tag.endswith('svg') and len(r.findall('.//{http://www.w3.org/2000/svg}polyline')) >= 3" "$tmp/ev.svg" && ok ||
+      bad "eval-retrieval: SVG does not parse or lacks lines"
+    ls "$tmp" | grep -q 'tmp-' && bad "eval-retrieval left temporaries" || ok
+  else
+    bad "eval-retrieval: $(tail -1 "$tmp/err")"
+  fi
 else
   bad "dump-qk/train-hash: $(tail -1 "$tmp/err")"
 fi

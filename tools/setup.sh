@@ -1,14 +1,24 @@
 #!/usr/bin/env bash
 # One command from a fresh clone to a working runtime: installs the system packages that are
 # missing (Debian/Ubuntu), configures and builds into build/, fetches the default model into
-# the model cache, and runs the main job. Safe to rerun; each step skips what is done.
+# the model cache, produces its Spotlight hash file (tools/make-hash.sh: corpus, q/k dumps and
+# training; ~45 minutes the first time, resumable, skipped once done), and runs the main job.
+# Safe to rerun; each step skips what is done.
 #
-#   tools/setup.sh            # everything, then the main job
-#   tools/setup.sh --no-run   # everything but the main job (used by tools/test.sh)
+#   tools/setup.sh                      # everything, then the main job
+#   tools/setup.sh --no-hash            # without training the hash (dense generation only)
+#   tools/setup.sh --no-run --no-hash   # build and model only (used by tools/test.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 run_main=1
-[ "${1:-}" = "--no-run" ] && run_main=0
+make_hash=1
+for a in "$@"; do
+  case $a in
+    --no-run) run_main=0 ;;
+    --no-hash) make_hash=0 ;;
+    *) echo "usage: tools/setup.sh [--no-run] [--no-hash]" >&2; exit 2 ;;
+  esac
+done
 
 say() { echo "setup: $*"; }
 
@@ -47,6 +57,11 @@ say "built build/bin/spotlight"
 
 # ---- default model ---------------------------------------------------------------------------
 tools/fetch-model.sh
+
+# ---- Spotlight hash of the default model -----------------------------------------------------
+if [ "$make_hash" = 1 ]; then
+  tools/make-hash.sh
+fi
 
 # ---- main job --------------------------------------------------------------------------------
 if [ "$run_main" = 1 ]; then

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc 2>/dev/null || echo 2)
 
-tools/setup.sh --no-run
+tools/setup.sh --no-run --no-hash
 # The second, long-context model (Qwen2 family, 32K) is tested too, and the real-text corpus
 # (held-out documents feed the perplexity comparison with llama.cpp).
 tools/fetch-model.sh qwen2.5-coder-0.5b
