@@ -8,6 +8,7 @@
 #include "core/backend.h"
 #include "core/internal.h"
 #include "core/kv-cache.h"
+#include "core/sparse-attn.h"
 #include "spotlight/context.h"
 
 struct sl_context {
@@ -31,6 +32,7 @@ struct sl_context {
     int64_t host_bytes;
     sl_qk_tap_fn qk_tap; /* optional observer of post-RoPE q/k */
     void *qk_tap_user;
+    struct sl_sparse *sparse; /* NULL: dense attention everywhere */
 };
 
 struct sl_context_params sl_context_default_params(void) {
@@ -88,6 +90,7 @@ int sl_context_create(const sl_model *m, const struct sl_context_params *p, sl_c
 void sl_context_free(sl_context *c) {
     if (!c) return;
     if (c->be) c->be->free(c->be);
+    sl_sparse_free(c->sparse);
     sl_kv_cache_free(&c->kv);
     free(c->x);
     free(c->xb);
@@ -133,7 +136,11 @@ static int layer_forward(sl_context *ctx, int32_t il, int64_t n, int64_t pos0) {
     TRY(be->rope(be, ctx->k, n, c->n_head_kv, c, pos0));
     if (ctx->qk_tap) TRY(ctx->qk_tap(il, pos0, n, ctx->q, ctx->k, ctx->qk_tap_user));
     TRY(sl_kv_cache_write(&ctx->kv, il, pos0, n, ctx->k, ctx->v));
-    TRY(be->attention(be, &ctx->kv, il, ctx->q, n, pos0, c->n_head, ctx->att));
+    if (ctx->sparse) TRY(sl_sparse_add_keys(ctx->sparse, il, pos0, n, ctx->k));
+    if (sl_sparse_applies(ctx->sparse, il, n))
+        TRY(sl_sparse_attend(ctx->sparse, be, &ctx->kv, il, ctx->q, pos0, ctx->att));
+    else
+        TRY(be->attention(be, &ctx->kv, il, ctx->q, n, pos0, c->n_head, ctx->att));
     TRY(be->matmul(be, w->wo, ctx->att, n, ctx->proj));
     TRY(be->add(be, ctx->x, ctx->proj, n, c->n_embd, n));
 
@@ -199,6 +206,30 @@ int64_t sl_context_logits_rows(const sl_context *c) { return c->logits_rows; }
 int64_t sl_context_n_past(const sl_context *c) { return c->n_past; }
 int64_t sl_context_n_ctx(const sl_context *c) { return c->kv.n_ctx; }
 int64_t sl_context_host_bytes(const sl_context *c) { return c->host_bytes; }
+
+int sl_context_set_attention(sl_context *c, const struct sl_attn_params *p) {
+    if (!c || !p) return sl_fail(SL_EINVAL, "sl_context_set_attention: NULL argument");
+    if (c->n_past > 0)
+        return sl_fail(SL_EINVAL, "the attention mode is set before the first eval (%" PRId64 " positions evaluated)",
+                       c->n_past);
+    struct sl_sparse *sp = NULL;
+    if (p->mode != SL_ATTN_DENSE) {
+        uint8_t fp[32];
+        int rc = sl_model_fingerprint(c->model, fp);
+        if (!rc) rc = sl_sparse_create(p, c->cfg, fp, c->kv.n_ctx, c->n_batch, &sp);
+        if (rc) return rc;
+    }
+    struct sl_attn_stats st;
+    sl_sparse_stats(c->sparse, &st);
+    c->host_bytes -= st.code_bytes;
+    sl_sparse_free(c->sparse);
+    c->sparse = sp;
+    sl_sparse_stats(sp, &st);
+    c->host_bytes += st.code_bytes;
+    return 0;
+}
+
+void sl_context_attn_stats(const sl_context *c, struct sl_attn_stats *out) { sl_sparse_stats(c->sparse, out); }
 
 int sl_context_truncate(sl_context *c, int64_t n_past) {
     if (n_past < 0 || n_past > c->n_past)

@@ -202,3 +202,57 @@ Test(context, qk_tap_sees_every_layer_in_order) {
     free(a.k0);
     free(b.k0);
 }
+
+/* Sparse decode with a budget of the whole context selects every position, in order, and
+ * attends with the same kernel: the logits equal dense decode's exactly, for each mode. With
+ * a small budget they differ (sparse attention really ran) but stay close enough that the
+ * greedy token mostly agrees. The mode is fixed before the first eval. */
+Test(context, full_budget_sparse_decode_equals_dense) {
+    int32_t t[N];
+    prompt(t);
+    enum { STEPS = 6 };
+    sl_context *dense = make(256, 256);
+    float *ref = malloc(sizeof(float) * STEPS * V);
+    int32_t next[STEPS];
+    cr_assert_eq(sl_context_eval(dense, t, N, false), 0);
+    for (int s = 0; s < STEPS; s++) {
+        memcpy(ref + (size_t)s * V, sl_context_logits(dense), sizeof(float) * V);
+        next[s] = argmax(ref + (size_t)s * V);
+        cr_assert_eq(sl_context_eval(dense, &next[s], 1, false), 0);
+    }
+    const enum sl_attn_mode modes[2] = {SL_ATTN_SIMHASH, SL_ATTN_TOPK_EXACT};
+    for (int mi = 0; mi < 2; mi++)
+        for (int full = 1; full >= 0; full--) {
+            sl_context *sp = make(256, 256);
+            struct sl_attn_params p = sl_attn_default_params(modes[mi]);
+            p.dense_layers = 0;
+            p.budget = full ? 1.0f : 0.05f;
+            p.min_tokens = full ? 64 : 1;
+            p.n_sink = full ? 4 : 1;
+            p.n_window = full ? 64 : 1;
+            cr_assert_eq(sl_context_set_attention(sp, &p), 0, "%s", sl_error_detail());
+            cr_assert_eq(sl_context_eval(sp, t, N, false), 0);
+            cr_assert_eq(sl_context_set_attention(sp, &p), SL_EINVAL, "set after the first eval");
+            float worst = 0;
+            for (int s = 0; s < STEPS; s++) {
+                const float *l = sl_context_logits(sp);
+                if (s == 0 || full)
+                    cr_assert_arr_eq(l, ref + (size_t)s * V, sizeof(float) * V, "mode %d step %d", modes[mi], s);
+                else
+                    worst = fmaxf(worst, rel_diff(l, ref + (size_t)s * V));
+                cr_assert_eq(sl_context_eval(sp, &next[s], 1, false), 0); /* teacher-forced */
+            }
+            struct sl_attn_stats st;
+            sl_context_attn_stats(sp, &st);
+            cr_assert_eq(st.sparse_calls, STEPS * 30, "every decode layer went sparse");
+            if (full) cr_assert_eq(st.selected, st.candidates);
+            else {
+                cr_assert(st.selected < st.candidates / 4, "selected %ld of %ld", (long)st.selected, (long)st.candidates);
+                cr_assert(worst > 0 && worst < 0.5f, "mode %d, 5%% budget: logits differ by %g of their range",
+                          modes[mi], worst);
+            }
+            sl_context_free(sp);
+        }
+    free(ref);
+    sl_context_free(dense);
+}

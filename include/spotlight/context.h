@@ -47,6 +47,51 @@ typedef int (*sl_qk_tap_fn)(int32_t layer, int64_t pos0, int64_t n, const float 
                             const float *k, void *user);
 void sl_context_set_qk_tap(sl_context *c, sl_qk_tap_fn fn, void *user);
 
+/* ---- sparse attention (Spotlight) ---------------------------------------------------------
+ * With a mode other than dense, every evaluated key is also hashed into a code resident in RAM
+ * (one per position, layer and KV head), and every single-token eval (decode) attends, in
+ * layers >= dense_layers, only to the positions its KV head selects: the top
+ * max(budget * n_past, min_tokens) by score, plus n_sink first positions and the n_window
+ * most recent, gathered from the KV cache. Multi-token chunks (prefill) stay dense.
+ *   spotlight   score = XNOR-popcount of trained hash codes summed over the GQA group
+ *               (hash_path: a file from `spotlight train-hash` for this model)
+ *   simhash     the same with SimHash codes of `bits` bits (seed 0)
+ *   topk-exact  score = the group's summed softmax attention over all keys (the upper bound
+ *               of any selection; costs a dense pass)
+ * Must be set before the first eval (SL_EINVAL after; the codes must cover every key). */
+enum sl_attn_mode {
+    SL_ATTN_DENSE = 0,
+    SL_ATTN_SPOTLIGHT = 1,
+    SL_ATTN_SIMHASH = 2,
+    SL_ATTN_TOPK_EXACT = 3,
+};
+
+struct sl_attn_params {
+    enum sl_attn_mode mode;
+    float budget;           /* fraction of the context selected (0, 1] */
+    int64_t min_tokens;     /* floor of the selection */
+    int32_t n_sink;         /* first positions always attended */
+    int32_t n_window;       /* most recent positions always attended */
+    int32_t dense_layers;   /* layers 0 .. dense_layers-1 stay dense */
+    int32_t bits;           /* simhash code bits (a multiple of 32) */
+    const char *hash_path;  /* spotlight: the hash file (its model fingerprint must match) */
+};
+
+/* Spotlight defaults: budget 2%, at least 64 tokens, 4 sinks, 64 recent, 2 dense layers, 64 bits. */
+struct sl_attn_params sl_attn_default_params(enum sl_attn_mode mode);
+int sl_context_set_attention(sl_context *c, const struct sl_attn_params *p);
+
+/* Retrieval statistics since the context was created (zeros in dense mode). */
+struct sl_attn_stats {
+    int64_t sparse_calls;     /* (token, layer) attention calls that were sparse */
+    int64_t selected;         /* positions attended, summed over those calls and KV heads */
+    int64_t candidates;       /* positions available, summed likewise */
+    double select_s;          /* seconds in query hashing, scan and top-k */
+    double gather_s;          /* seconds gathering the selected K/V */
+    int64_t code_bytes;       /* bytes of resident key codes */
+};
+void sl_context_attn_stats(const sl_context *c, struct sl_attn_stats *out);
+
 /* Logits of the last eval: (n_rows, n_vocab). Valid until the next eval. */
 const float *sl_context_logits(const sl_context *c);
 int64_t sl_context_logits_rows(const sl_context *c);

@@ -1,0 +1,258 @@
+/* Sparse decode attention (core/sparse-attn.c) on a synthetic f16 KV cache against a brute
+ * force written here in double: the selected set (forced sinks and window, then the top
+ * max(budget * n, min_tokens) by the mode's score, ties toward later positions) and the
+ * softmax attention of every query head over exactly that set. Both hash modes (scores from
+ * sl_hash_encode codes, counted bit by bit here) and topk-exact (the group's summed softmax). */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/backend.h"
+#include "core/hash.h"
+#include "core/kv-cache.h"
+#include "core/sparse-attn.h"
+#include "cpu/f16-row.h"
+#include "spotlight/error.h"
+
+static uint64_t rs;
+static double unif(void) {
+    uint64_t z = (rs += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return (double)((z ^ (z >> 31)) >> 11) * 0x1p-53;
+}
+static double gauss(void) { return sqrt(-2 * log(unif() + 1e-300)) * cos(6.283185307179586 * unif()); }
+
+enum { L = 3, HQ = 6, HKV = 2, G = 3, D = 32, NCTX = 700 };
+
+static struct sl_model_config config(void) {
+    struct sl_model_config c;
+    memset(&c, 0, sizeof c);
+    c.n_layer = L, c.n_head = HQ, c.n_head_kv = HKV, c.head_dim = D;
+    return c;
+}
+
+static float f16_value(uint16_t h) {
+    float f;
+    sl_f16_row_to_f32(&h, &f, 1);
+    return f;
+}
+
+struct ranked {
+    double v;
+    int64_t j;
+};
+static int later_first(const void *a, const void *b) {
+    const struct ranked *x = a, *y = b;
+    if (x->v != y->v) return x->v < y->v ? 1 : -1;
+    return x->j < y->j ? 1 : -1;
+}
+
+/* Brute force for KV head g of `layer` at position pos: selection, then attention. */
+static void reference(const struct sl_kv_cache *kv, const sl_hash *h, const struct sl_attn_params *p, int32_t layer,
+                      int32_t g, const float *q, int64_t pos, double *out, int64_t *count) {
+    const int64_t n = pos + 1;
+    int64_t k = (int64_t)ceilf(p->budget * (float)n);
+    if (k < 1) k = 1;
+    if (k < p->min_tokens) k = p->min_tokens < n ? p->min_tokens : n;
+    double *score = calloc((size_t)n, sizeof(double)), *logit = malloc(sizeof(double) * (size_t)n);
+    const uint16_t *K = sl_kv_cache_k(kv, layer, g, 0), *V = sl_kv_cache_v(kv, layer, g, 0);
+    float qr[D];
+    for (int hh = 0; hh < G; hh++) {
+        const float *qh = q + (int64_t)(g * G + hh) * D;
+        /* queries rounded to f16, as the kernels do */
+        for (int t = 0; t < D; t++) {
+            float x = qh[t];
+            sl_round_to_f16(&x, 1);
+            qr[t] = x;
+        }
+        if (h) {
+            const int32_t b = sl_hash_get_params(h)->bits, W = sl_hash_code_words(b);
+            uint64_t qc[16], kc[16];
+            float work[4096], kf[D];
+            cr_assert_eq(sl_hash_encode(sl_hash_query_fn(h, layer, g * G + hh), D, b, qh, 1, qc, work), 0);
+            for (int64_t j = 0; j < n; j++) {
+                /* keys were hashed from the f32 rows the cache rounded; the test wrote f16-exact values */
+                for (int t = 0; t < D; t++) kf[t] = f16_value(K[j * D + t]);
+                cr_assert_eq(sl_hash_encode(sl_hash_key_fn(h, layer, g), D, b, kf, 1, kc, work), 0);
+                for (int i = 0; i < b; i++) score[j] += ((qc[i / 64] >> (i % 64)) & 1) == ((kc[i / 64] >> (i % 64)) & 1);
+                (void)W;
+            }
+        } else {
+            double mx = -INFINITY, sum = 0;
+            for (int64_t j = 0; j < n; j++) {
+                double dot = 0;
+                for (int t = 0; t < D; t++) dot += (double)qr[t] * f16_value(K[j * D + t]);
+                logit[j] = dot / sqrt((double)D);
+                mx = fmax(mx, logit[j]);
+            }
+            for (int64_t j = 0; j < n; j++) sum += exp(logit[j] - mx);
+            for (int64_t j = 0; j < n; j++) score[j] += exp(logit[j] - mx) / sum;
+        }
+    }
+    struct ranked *r = malloc(sizeof *r * (size_t)n);
+    char *sel = calloc((size_t)n, 1);
+    int64_t m = 0;
+    for (int64_t j = 0; j < n; j++) {
+        if (j < p->n_sink || j >= n - p->n_window) sel[j] = 1;
+        else r[m++] = (struct ranked){score[j], j};
+    }
+    qsort(r, (size_t)m, sizeof *r, later_first);
+    for (int64_t i = 0; i < k && i < m; i++) sel[r[i].j] = 1;
+    *count = 0;
+    for (int64_t j = 0; j < n; j++) *count += sel[j];
+    /* attention of each group head over the selection */
+    for (int hh = 0; hh < G; hh++) {
+        const float *qh = q + (int64_t)(g * G + hh) * D;
+        double mx = -INFINITY, sum = 0, acc[D] = {0};
+        for (int t = 0; t < D; t++) {
+            float x = qh[t];
+            sl_round_to_f16(&x, 1);
+            qr[t] = x;
+        }
+        for (int64_t j = 0; j < n; j++) {
+            if (!sel[j]) continue;
+            double dot = 0;
+            for (int t = 0; t < D; t++) dot += (double)qr[t] * f16_value(K[j * D + t]);
+            logit[j] = dot / sqrt((double)D);
+            mx = fmax(mx, logit[j]);
+        }
+        for (int64_t j = 0; j < n; j++) {
+            if (!sel[j]) continue;
+            double w = exp(logit[j] - mx);
+            sum += w;
+            for (int t = 0; t < D; t++) acc[t] += w * f16_value(V[j * D + t]);
+        }
+        for (int t = 0; t < D; t++) out[hh * D + t] = acc[t] / sum;
+    }
+    free(score);
+    free(logit);
+    free(r);
+    free(sel);
+}
+
+/* Fills the cache (and the code table) with keys in a few clusters, so that scores spread. */
+static void fill(struct sl_kv_cache *kv, struct sl_sparse *sp) {
+    float *k = malloc(sizeof(float) * HKV * D), *v = malloc(sizeof(float) * HKV * D);
+    for (int32_t l = 0; l < L; l++)
+        for (int64_t j = 0; j < NCTX; j++) {
+            for (int i = 0; i < HKV * D; i++) {
+                k[i] = (float)(gauss() * 0.8 + ((i + j) % 7 == 0 ? 2.0 : 0.0));
+                v[i] = (float)gauss();
+            }
+            sl_round_to_f16(k, HKV * D); /* f16-exact, so hashing the f32 row = hashing the cached row */
+            cr_assert_eq(sl_kv_cache_write(kv, l, j, 1, k, v), 0);
+            if (sp) cr_assert_eq(sl_sparse_add_keys(sp, l, j, 1, k), 0);
+        }
+    free(k);
+    free(v);
+}
+
+static void check_mode(struct sl_attn_params p, sl_hash *h_for_reference) {
+    rs = 77;
+    struct sl_model_config cfg = config();
+    uint8_t fp[32] = {0};
+    struct sl_sparse *sp;
+    cr_assert_eq(sl_sparse_create(&p, &cfg, fp, NCTX, 16, &sp), 0, "%s", sl_error_detail());
+    struct sl_kv_cache kv;
+    cr_assert_eq(sl_kv_cache_init(&kv, L, HKV, D, NCTX), 0);
+    fill(&kv, sp);
+    struct sl_backend *be;
+    cr_assert_eq(sl_backend_cpu_create(2, &be), 0);
+    float q[HQ * D], out[HQ * D];
+    double ref[G * D];
+    const int64_t positions[3] = {40, 333, NCTX - 1};
+    for (int32_t layer = p.dense_layers; layer < L; layer++)
+        for (int pi = 0; pi < 3; pi++) {
+            for (int i = 0; i < HQ * D; i++) q[i] = (float)(gauss() + (i % 7 == 0 ? 1.5 : 0.0));
+            cr_assert(sl_sparse_applies(sp, layer, 1) && !sl_sparse_applies(sp, layer, 2));
+            cr_assert_eq(sl_sparse_attend(sp, be, &kv, layer, q, positions[pi], out), 0, "%s", sl_error_detail());
+            for (int32_t g = 0; g < HKV; g++) {
+                int64_t count;
+                reference(&kv, h_for_reference, &p, layer, g, q, positions[pi], ref, &count);
+                for (int i = 0; i < G * D; i++)
+                    cr_assert(fabs(out[g * G * D + i] - ref[i]) < 2e-3, "mode %d layer %d pos %ld head %d [%d]: %g vs %g",
+                              p.mode, layer, (long)positions[pi], g, i, out[g * G * D + i], ref[i]);
+            }
+        }
+    cr_assert(!sl_sparse_applies(sp, 0, 1), "dense layers stay dense");
+    struct sl_attn_stats st;
+    sl_sparse_stats(sp, &st);
+    cr_assert_eq(st.sparse_calls, 3 * (L - p.dense_layers));
+    cr_assert(st.selected < st.candidates, "a 5%% budget selects less than everything");
+    be->free(be);
+    sl_kv_cache_free(&kv);
+    sl_sparse_free(sp);
+}
+
+Test(sparse_attn, topk_exact_matches_brute_force) {
+    struct sl_attn_params p = sl_attn_default_params(SL_ATTN_TOPK_EXACT);
+    p.budget = 0.05f, p.min_tokens = 8, p.n_sink = 2, p.n_window = 5, p.dense_layers = 1;
+    check_mode(p, NULL);
+}
+
+Test(sparse_attn, simhash_matches_brute_force) {
+    struct sl_attn_params p = sl_attn_default_params(SL_ATTN_SIMHASH);
+    p.budget = 0.05f, p.min_tokens = 8, p.n_sink = 2, p.n_window = 5, p.dense_layers = 1, p.bits = 96;
+    struct sl_hash_params hp = sl_hash_default_params();
+    hp.n_layer = L, hp.n_head_q = HQ, hp.n_head_kv = HKV, hp.head_dim = D, hp.bits = 96, hp.kind = SL_HASH_SIMHASH;
+    hp.seed = 0;
+    sl_hash *h;
+    cr_assert_eq(sl_hash_create(&hp, &h), 0);
+    check_mode(p, h);
+    sl_hash_free(h);
+}
+
+/* A spotlight hash file (weights randomised so the MLP matters), loaded by path. */
+Test(sparse_attn, spotlight_file_matches_brute_force) {
+    struct sl_hash_params hp = sl_hash_default_params();
+    hp.n_layer = L, hp.n_head_q = HQ, hp.n_head_kv = HKV, hp.head_dim = D, hp.bits = 64, hp.kind = SL_HASH_SPOTLIGHT;
+    sl_hash *h;
+    cr_assert_eq(sl_hash_create(&hp, &h), 0);
+    rs = 5;
+    for (int32_t l = 0; l < L; l++) {
+        int64_t nw;
+        float *w = sl_hash_layer_weights(h, l, &nw);
+        for (int64_t i = 0; i < nw; i++) w[i] += (float)(0.1 * gauss());
+        struct sl_hash_layer_info info = {SL_HASH_TRAINED, 1, 0, 0, 0.02f};
+        sl_hash_layer_info_set(h, l, &info);
+    }
+    char path[] = "/tmp/sl-sparse-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    close(fd);
+    uint8_t fp[32] = {0};
+    cr_assert_eq(sl_hash_save(h, fp, path), 0, "%s", sl_error_detail());
+    struct sl_attn_params p = sl_attn_default_params(SL_ATTN_SPOTLIGHT);
+    p.budget = 0.05f, p.min_tokens = 8, p.n_sink = 2, p.n_window = 5, p.dense_layers = 1;
+    p.hash_path = path;
+    check_mode(p, h);
+    /* another model's file is refused */
+    uint8_t other[32] = {1};
+    cr_assert_eq(sl_hash_save(h, other, path), 0);
+    struct sl_model_config cfg = config();
+    struct sl_sparse *sp;
+    cr_assert_eq(sl_sparse_create(&p, &cfg, fp, NCTX, 16, &sp), SL_EMISMATCH);
+    unlink(path);
+    sl_hash_free(h);
+}
+
+Test(sparse_attn, bad_parameters) {
+    struct sl_model_config cfg = config();
+    uint8_t fp[32] = {0};
+    struct sl_sparse *sp;
+    struct sl_attn_params p = sl_attn_default_params(SL_ATTN_SIMHASH);
+    p.budget = 0;
+    cr_assert_eq(sl_sparse_create(&p, &cfg, fp, 100, 8, &sp), SL_EINVAL);
+    p.budget = 0.1f, p.bits = 48;
+    cr_assert_eq(sl_sparse_create(&p, &cfg, fp, 100, 8, &sp), SL_EINVAL);
+    p.bits = 64, p.dense_layers = L + 1;
+    cr_assert_eq(sl_sparse_create(&p, &cfg, fp, 100, 8, &sp), SL_EINVAL);
+    p = sl_attn_default_params(SL_ATTN_SPOTLIGHT);
+    cr_assert_eq(sl_sparse_create(&p, &cfg, fp, 100, 8, &sp), SL_EINVAL, "spotlight without a hash file");
+    p.hash_path = "/nonexistent/hash.slhash";
+    cr_assert_neq(sl_sparse_create(&p, &cfg, fp, 100, 8, &sp), 0);
+}
