@@ -138,7 +138,7 @@ static int layer_forward(sl_context *ctx, int32_t il, int64_t n, int64_t pos0) {
     TRY(sl_kv_cache_write(&ctx->kv, il, pos0, n, ctx->k, ctx->v));
     if (ctx->sparse) TRY(sl_sparse_add_keys(ctx->sparse, il, pos0, n, ctx->k));
     if (sl_sparse_applies(ctx->sparse, il, n))
-        TRY(sl_sparse_attend(ctx->sparse, be, &ctx->kv, il, ctx->q, pos0, ctx->att));
+        TRY(sl_sparse_attend(ctx->sparse, be, &ctx->kv, il, ctx->q, n, pos0, ctx->att));
     else
         TRY(be->attention(be, &ctx->kv, il, ctx->q, n, pos0, c->n_head, ctx->att));
     TRY(be->matmul(be, w->wo, ctx->att, n, ctx->proj));

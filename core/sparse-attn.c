@@ -17,18 +17,20 @@
 struct sl_sparse {
     struct sl_attn_params p; /* hash_path not kept */
     sl_hash *hash;           /* NULL for topk-exact */
-    int32_t n_layer, hq, hkv, d, G, bits, W;
-    int64_t n_ctx;
+    int32_t n_layer, hq, hkv, d, G, bits, W, n_batch;
+    int64_t n_ctx, max_sel;
     uint64_t *codes;         /* (n_layer, hkv, n_ctx, W) */
     float *work, *rows;      /* hash scratch; (max(n_batch, hq), d) gathered rows */
-    uint64_t *qcodes;        /* (hq, W) */
-    uint16_t *scores;        /* (n_ctx) */
-    float *exact, *exact_tmp, *qr; /* topk-exact: (n_ctx) scores, (n_ctx) scratch, (G, d) */
+    uint64_t *qcodes;        /* (n_batch, hq, W) query codes of a chunk */
+    uint16_t *scores;        /* (n_ctx) decode scan */
+    float *fscore, *ftmp;    /* (n_ctx) float scores (chunks, topk-exact) and scratch */
+    float *lut;              /* (8 W, 256) chunk scoring table */
+    float *qg, *og;          /* (n_batch, G, d) a group's queries / outputs */
     uint8_t *mask;           /* (n_ctx) */
     void *topk_work;
     size_t topk_bytes;
-    int64_t *idx;            /* (max_count) */
-    uint16_t *gk, *gv;       /* (max_count, d) gathered rows of one KV head */
+    int64_t *idx;            /* (max_sel) selected earlier positions, ascending */
+    uint16_t *gk, *gv;       /* (max_sel + n_batch, d) the attended rows of one KV head */
     struct sl_attn_stats st;
 };
 
@@ -40,7 +42,8 @@ static double now_s(void) {
 
 struct sl_attn_params sl_attn_default_params(enum sl_attn_mode mode) {
     return (struct sl_attn_params){.mode = mode, .budget = 0.02f, .min_tokens = 64, .n_sink = 4,
-                                   .n_window = 64, .dense_layers = 2, .bits = 64, .hash_path = NULL};
+                                   .n_window = 64, .dense_layers = 2, .bits = 64, .sparse_prefill = false,
+                                   .hash_path = NULL};
 }
 
 void sl_sparse_free(struct sl_sparse *s) {
@@ -51,9 +54,11 @@ void sl_sparse_free(struct sl_sparse *s) {
     free(s->rows);
     free(s->qcodes);
     free(s->scores);
-    free(s->exact);
-    free(s->exact_tmp);
-    free(s->qr);
+    free(s->fscore);
+    free(s->ftmp);
+    free(s->lut);
+    free(s->qg);
+    free(s->og);
     free(s->mask);
     free(s->topk_work);
     free(s->idx);
@@ -122,13 +127,18 @@ int sl_sparse_create(const struct sl_attn_params *p, const struct sl_model_confi
         return rc;
     }
     const int64_t d = s->d, rows = n_batch > s->hq ? n_batch : s->hq;
+    s->n_batch = n_batch;
     struct sl_topk_params tk = {.k = n_ctx, .n_sink = p->n_sink, .n_window = p->n_window, .block = 1};
-    const int64_t max_count = sl_topk_max_count(n_ctx, &tk);
-    s->idx = malloc(sizeof(int64_t) * (size_t)max_count);
-    s->gk = malloc(sizeof(uint16_t) * (size_t)(max_count * d));
-    s->gv = malloc(sizeof(uint16_t) * (size_t)(max_count * d));
+    s->max_sel = sl_topk_max_count(n_ctx, &tk);
+    s->idx = malloc(sizeof(int64_t) * (size_t)s->max_sel);
+    s->gk = malloc(sizeof(uint16_t) * (size_t)((s->max_sel + n_batch) * d));
+    s->gv = malloc(sizeof(uint16_t) * (size_t)((s->max_sel + n_batch) * d));
     s->mask = malloc((size_t)n_ctx);
-    bool ok = s->idx && s->gk && s->gv && s->mask;
+    s->fscore = malloc(sizeof(float) * (size_t)n_ctx);
+    s->ftmp = malloc(sizeof(float) * (size_t)n_ctx);
+    s->qg = malloc(sizeof(float) * (size_t)(n_batch * s->G * d));
+    s->og = malloc(sizeof(float) * (size_t)(n_batch * s->G * d));
+    bool ok = s->idx && s->gk && s->gv && s->mask && s->fscore && s->ftmp && s->qg && s->og;
     if (s->hash) {
         s->bits = sl_hash_get_params(s->hash)->bits;
         s->W = sl_hash_code_words(s->bits);
@@ -144,17 +154,13 @@ int sl_sparse_create(const struct sl_attn_params *p, const struct sl_model_confi
             s->codes = malloc((size_t)words * sizeof(uint64_t));
         s->work = malloc(sizeof(float) * sl_hash_work_floats(s->d, s->bits, rows));
         s->rows = malloc(sizeof(float) * (size_t)(rows * d));
-        s->qcodes = malloc(sizeof(uint64_t) * (size_t)(s->hq * s->W));
+        s->qcodes = malloc(sizeof(uint64_t) * (size_t)(n_batch * s->hq * s->W));
         s->scores = malloc(sizeof(uint16_t) * (size_t)n_ctx);
+        s->lut = malloc(sizeof(float) * (size_t)(8 * s->W * 256));
         s->topk_bytes = sl_topk_workspace_bytes(n_ctx, sl_hamming_max_score(s->G, s->W), 1);
         s->topk_work = malloc(s->topk_bytes ? s->topk_bytes : 1);
-        ok = ok && s->codes && s->work && s->rows && s->qcodes && s->scores && s->topk_work;
+        ok = ok && s->codes && s->work && s->rows && s->qcodes && s->scores && s->lut && s->topk_work;
         s->st.code_bytes = ok ? (int64_t)(words * sizeof(uint64_t)) : 0;
-    } else {
-        s->exact = malloc(sizeof(float) * (size_t)n_ctx);
-        s->exact_tmp = malloc(sizeof(float) * (size_t)n_ctx);
-        s->qr = malloc(sizeof(float) * (size_t)(s->G * d));
-        ok = ok && s->exact && s->exact_tmp && s->qr;
     }
     if (!ok) {
         sl_sparse_free(s);
@@ -181,83 +187,142 @@ int sl_sparse_add_keys(struct sl_sparse *s, int32_t layer, int64_t pos0, int64_t
 }
 
 bool sl_sparse_applies(const struct sl_sparse *s, int32_t layer, int64_t n) {
-    return s && n == 1 && layer >= s->p.dense_layers;
+    return s && layer >= s->p.dense_layers && (n == 1 || s->p.sparse_prefill);
 }
 
-/* topk-exact: scores = the group's summed softmax over keys [0, n); forced positions first. */
-static int64_t select_exact(struct sl_sparse *s, const struct sl_kv_cache *kv, int32_t layer, int32_t g,
-                            const float *q, int64_t n, int64_t k) {
-    const int32_t d = s->d, G = s->G;
-    if (n <= 0) return 0;
-    const uint16_t *keys = sl_kv_cache_k(kv, layer, g, 0);
-    memcpy(s->qr, q + (int64_t)g * G * d, sizeof(float) * (size_t)(G * d));
-    sl_round_to_f16(s->qr, (int64_t)G * d); /* as the dense kernel does */
-    const float scale = 1.0f / sqrtf((float)d);
-    memset(s->exact, 0, sizeof(float) * (size_t)n);
-    float dots[64];
-    for (int32_t hh = 0; hh < G; hh++) {
-        float mx = -INFINITY;
-        for (int64_t j = 0; j < n; j++) {
-            sl_f16_dot_multi(keys + j * d, s->qr + (int64_t)hh * d, 1, d, dots);
-            s->exact_tmp[j] = dots[0] * scale;
-            mx = fmaxf(mx, s->exact_tmp[j]);
-        }
-        double sum = 0;
-        for (int64_t j = 0; j < n; j++) sum += (s->exact_tmp[j] = expf(s->exact_tmp[j] - mx));
-        for (int64_t j = 0; j < n; j++) s->exact[j] += (float)(s->exact_tmp[j] / sum);
-    }
-    /* forced positions outrank everything; then the exact top of the rest */
+/* Positions of [0, P) attended beyond the forced ones. */
+static int64_t budget_k(const struct sl_sparse *s, int64_t P) {
+    int64_t k = P > 0 ? sl_truth_budget_k(s->p.budget, P) : 0;
+    return k < s->p.min_tokens ? s->p.min_tokens : k;
+}
+
+/* Float scores of [0, P) in s->fscore -> s->idx: forced sinks and window, then the top k of
+ * the rest (ties toward later positions), ascending. */
+static int64_t select_float(struct sl_sparse *s, int64_t P, int64_t k) {
+    if (P <= 0) return 0;
     int64_t forced = 0;
-    for (int64_t j = 0; j < n; j++)
-        if (j < s->p.n_sink || j >= n - s->p.n_window) s->exact[j] = INFINITY, forced++;
-    int64_t want = forced + k < n ? forced + k : n;
-    memset(s->mask, 0, (size_t)n);
-    sl_truth_topk_mark(s->exact, n, want, s->mask, 1, s->exact_tmp);
+    for (int64_t j = 0; j < P; j++)
+        if (j < s->p.n_sink || j >= P - s->p.n_window) s->fscore[j] = INFINITY, forced++;
+    int64_t want = forced + k < P ? forced + k : P;
+    memset(s->mask, 0, (size_t)P);
+    if (want > 0) sl_truth_topk_mark(s->fscore, P, want, s->mask, 1, s->ftmp);
     int64_t c = 0;
-    for (int64_t j = 0; j < n; j++)
+    for (int64_t j = 0; j < P; j++)
         if (s->mask[j]) s->idx[c++] = j;
     return c;
 }
 
-int sl_sparse_attend(struct sl_sparse *s, struct sl_backend *be, const struct sl_kv_cache *kv, int32_t layer,
-                     const float *q, int64_t pos, float *out) {
+/* topk-exact relevance of [0, P) to the chunk: the sum over its rows and the group's heads
+ * of the softmax over [0, P) (queries rounded to f16 as the dense kernel rounds them). */
+static void exact_scores(struct sl_sparse *s, const struct sl_kv_cache *kv, int32_t layer, int32_t g, int64_t n,
+                         int64_t P) {
     const int32_t d = s->d, G = s->G;
-    const int64_t n = pos + 1;
-    int64_t k = sl_truth_budget_k(s->p.budget, n);
-    if (k < s->p.min_tokens) k = s->p.min_tokens < n ? s->p.min_tokens : n;
+    const uint16_t *keys = sl_kv_cache_k(kv, layer, g, 0);
+    const float scale = 1.0f / sqrtf((float)d);
+    memset(s->fscore, 0, sizeof(float) * (size_t)P);
+    float dot;
+    for (int64_t r = 0; r < n * G; r++) {
+        float *qv = s->qg + r * d;
+        sl_round_to_f16(qv, d);
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < P; j++) {
+            sl_f16_dot_multi(keys + j * d, qv, 1, d, &dot);
+            s->ftmp[j] = dot * scale;
+            mx = fmaxf(mx, s->ftmp[j]);
+        }
+        double sum = 0;
+        for (int64_t j = 0; j < P; j++) sum += (s->ftmp[j] = expf(s->ftmp[j] - mx));
+        for (int64_t j = 0; j < P; j++) s->fscore[j] += (float)(s->ftmp[j] / sum);
+    }
+}
+
+/* Hash relevance of [0, P) to a chunk: sum over its rows t and the group's heads h of the
+ * matches between the codes, = sum_i w_i (2 k_i - 1) with w_i = sum_{t,h} (2 q_{t,h,i} - 1).
+ * Up to a constant and a factor that is sum_i w_i k_i, read per code byte from a table. */
+static void hash_chunk_scores(struct sl_sparse *s, int32_t layer, int32_t g, int64_t n, int64_t P) {
+    const int32_t W = s->W, G = s->G, nbytes = 8 * W;
+    float w[4096];
+    for (int32_t i = 0; i < 64 * W; i++) w[i] = 0;
+    for (int64_t t = 0; t < n; t++)
+        for (int32_t hh = 0; hh < G; hh++) {
+            const uint64_t *qc = s->qcodes + (t * s->hq + g * G + hh) * W;
+            for (int32_t i = 0; i < s->bits; i++) w[i] += ((qc[i / 64] >> (i % 64)) & 1) ? 1.0f : -1.0f;
+        }
+    for (int32_t p = 0; p < nbytes; p++) {
+        float *t = s->lut + p * 256;
+        t[0] = 0;
+        for (int v = 1; v < 256; v++) t[v] = t[v & (v - 1)] + w[p * 8 + __builtin_ctz((unsigned)v)];
+    }
+    const uint8_t *kc = (const uint8_t *)codes_at(s, layer, g, 0); /* little-endian words */
+    for (int64_t j = 0; j < P; j++) {
+        const uint8_t *c = kc + j * nbytes;
+        float acc = 0;
+        for (int32_t p = 0; p < nbytes; p++) acc += s->lut[p * 256 + c[p]];
+        s->fscore[j] = acc;
+    }
+}
+
+/* Selected earlier positions of KV head g into s->idx (count returned). */
+static int64_t select_head(struct sl_sparse *s, const struct sl_kv_cache *kv, int32_t layer, int32_t g, int64_t n,
+                           int64_t P, int64_t k) {
+    if (s->hash && n == 1) {
+        sl_hamming_scan(s->qcodes + (int64_t)g * s->G * s->W, s->G, codes_at(s, layer, g, 0), P, s->W, s->scores);
+        struct sl_topk_params tk = {.k = k, .n_sink = s->p.n_sink, .n_window = s->p.n_window, .block = 1};
+        return sl_topk_select(s->scores, P, sl_hamming_max_score(s->G, s->W), &tk, s->topk_work, s->topk_bytes,
+                              s->idx);
+    }
+    if (s->hash) hash_chunk_scores(s, layer, g, n, P);
+    else exact_scores(s, kv, layer, g, n, P);
+    return select_float(s, P, k);
+}
+
+int sl_sparse_attend(struct sl_sparse *s, struct sl_backend *be, const struct sl_kv_cache *kv, int32_t layer,
+                     const float *q, int64_t n, int64_t pos0, float *out) {
+    const int32_t d = s->d, G = s->G, hq = s->hq;
+    const int64_t P = pos0, k = budget_k(s, P);
+    int64_t forced = (s->p.n_sink < P ? s->p.n_sink : P) + (s->p.n_window < P ? s->p.n_window : P);
+    if (k + forced >= P) /* every earlier position would be selected: plain dense */
+        return be->attention(be, kv, layer, q, n, pos0, hq, out);
     double t0 = now_s();
     if (s->hash)
-        for (int32_t h = 0; h < s->hq; h++) {
-            int rc = sl_hash_encode(sl_hash_query_fn(s->hash, layer, h), d, s->bits, q + (int64_t)h * d, 1,
-                                    s->qcodes + (int64_t)h * s->W, s->work);
-            if (rc) return rc;
-        }
+        for (int64_t t = 0; t < n; t++)
+            for (int32_t h = 0; h < hq; h++) {
+                int rc = sl_hash_encode(sl_hash_query_fn(s->hash, layer, h), d, s->bits, q + (t * hq + h) * d, 1,
+                                        s->qcodes + (t * hq + h) * s->W, s->work);
+                if (rc) return rc;
+            }
+    s->st.select_s += now_s() - t0;
     for (int32_t g = 0; g < s->hkv; g++) {
+        /* the group's query rows, contiguous */
+        for (int64_t t = 0; t < n; t++)
+            memcpy(s->qg + t * G * d, q + (t * hq + (int64_t)g * G) * d, sizeof(float) * (size_t)(G * d));
         double t1 = now_s();
-        int64_t cnt;
-        if (s->hash) {
-            sl_hamming_scan(s->qcodes + (int64_t)g * G * s->W, G, codes_at(s, layer, g, 0), n, s->W, s->scores);
-            struct sl_topk_params tk = {.k = k, .n_sink = s->p.n_sink, .n_window = s->p.n_window, .block = 1};
-            cnt = sl_topk_select(s->scores, n, sl_hamming_max_score(G, s->W), &tk, s->topk_work, s->topk_bytes, s->idx);
-            if (cnt < 0) return (int)cnt;
-        } else {
-            cnt = select_exact(s, kv, layer, g, q, n, k);
-        }
+        int64_t cnt = select_head(s, kv, layer, g, n, P, k);
+        if (cnt < 0) return (int)cnt;
+        if (!s->hash) /* exact scoring rounded qg in place: restore the queries */
+            for (int64_t t = 0; t < n; t++)
+                memcpy(s->qg + t * G * d, q + (t * hq + (int64_t)g * G) * d, sizeof(float) * (size_t)(G * d));
         double t2 = now_s();
         const uint16_t *kr = sl_kv_cache_k(kv, layer, g, 0), *vr = sl_kv_cache_v(kv, layer, g, 0);
         for (int64_t i = 0; i < cnt; i++) {
             memcpy(s->gk + i * d, kr + s->idx[i] * d, sizeof(uint16_t) * (size_t)d);
             memcpy(s->gv + i * d, vr + s->idx[i] * d, sizeof(uint16_t) * (size_t)d);
         }
+        /* then the chunk's own rows */
+        memcpy(s->gk + cnt * d, kr + pos0 * d, sizeof(uint16_t) * (size_t)(n * d));
+        memcpy(s->gv + cnt * d, vr + pos0 * d, sizeof(uint16_t) * (size_t)(n * d));
         double t3 = now_s();
-        /* the gathered rows as a one-head, one-layer cache: the dense decode kernel over them */
-        struct sl_kv_cache view = {.n_layer = 1, .n_head_kv = 1, .head_dim = d, .n_ctx = cnt, .k = s->gk, .v = s->gv};
-        int rc = be->attention(be, &view, 0, q + (int64_t)g * G * d, 1, cnt - 1, G, out + (int64_t)g * G * d);
+        /* the attended rows as a one-head, one-layer cache: the dense kernel over them, the
+         * chunk at positions cnt.. of it (causal within the chunk) */
+        struct sl_kv_cache view = {.n_layer = 1, .n_head_kv = 1, .head_dim = d, .n_ctx = cnt + n, .k = s->gk, .v = s->gv};
+        int rc = be->attention(be, &view, 0, s->qg, n, cnt, G, s->og);
         if (rc) return rc;
-        s->st.select_s += t2 - t1 + (g == 0 ? t1 - t0 : 0);
+        for (int64_t t = 0; t < n; t++)
+            memcpy(out + (t * hq + (int64_t)g * G) * d, s->og + t * G * d, sizeof(float) * (size_t)(G * d));
+        s->st.select_s += t2 - t1;
         s->st.gather_s += t3 - t2;
         s->st.selected += cnt;
-        s->st.candidates += n;
+        s->st.candidates += P;
     }
     s->st.sparse_calls++;
     return 0;

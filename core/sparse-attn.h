@@ -1,16 +1,19 @@
 /* Sparse (Spotlight) attention for decode, behind sl_context_set_attention (context.h): the
  * resident key-code table, selection per KV head, and the gather of the selected K/V rows.
  *
- * One decode token at layer l, position pos (keys [0, pos] are in the cache):
+ * One decode token at layer l, position pos (keys [0, pos] are in the cache), P = pos:
  *   1. hash the n_head query vectors (one query function per head)         sl_hash_encode
  *   2. per KV head g: XNOR-popcount of the group's G query codes against the
- *      codes of keys [0, pos], summed over the group                       sl_hamming_scan
- *   3. top max(budget * (pos + 1), min_tokens) + sinks + recent window     sl_topk_select
- *   4. copy those K/V rows (f16) of head g into a contiguous buffer
- *   5. dense decode attention of the group's queries over the buffer       backend attention
- * topk-exact replaces 1-3 by the group's summed softmax over all keys. Keys are hashed as they
- * are evaluated (prefill chunks and decode tokens alike), so the table always covers the
- * cache. */
+ *      codes of keys [0, P), summed over the group                         sl_hamming_scan
+ *   3. top max(budget * P, min_tokens) + sinks + recent window of [0, P)   sl_topk_select
+ *   4. copy those K/V rows (f16) of head g, then the token's own row, into a buffer
+ *   5. dense attention of the group's queries over the buffer              backend attention
+ * A prefill chunk of n rows at pos0 (sparse_prefill) does the same with P = pos0 and one
+ * selection for the whole chunk: a key's score is summed over every row and group head,
+ * which is a weighted bit sum read from a per-byte table; the chunk's own n rows follow the
+ * selection and attend causally. topk-exact replaces the hash score by the summed softmax
+ * over [0, P). When the budget covers all of [0, P) the layer runs plain dense attention.
+ * Keys are hashed as they are evaluated, so the table always covers the cache. */
 #ifndef SL_CORE_SPARSE_ATTN_H
 #define SL_CORE_SPARSE_ATTN_H
 
@@ -38,10 +41,11 @@ int sl_sparse_add_keys(struct sl_sparse *s, int32_t layer, int64_t pos0, int64_t
 /* Whether an eval of n tokens attends sparsely at this layer. */
 bool sl_sparse_applies(const struct sl_sparse *s, int32_t layer, int64_t n);
 
-/* Attention of one decode query q (n_head * head_dim) at position pos over the selected keys
- * of [0, pos] in kv, into out (n_head * head_dim). */
+/* Attention of n query rows q (n, n_head * head_dim) at positions pos0.. (their K/V already
+ * in kv) over the earlier positions selected per KV head plus the rows themselves (causal),
+ * into out (n, n_head * head_dim). n <= the n_batch given at creation. */
 int sl_sparse_attend(struct sl_sparse *s, struct sl_backend *be, const struct sl_kv_cache *kv, int32_t layer,
-                     const float *q, int64_t pos, float *out);
+                     const float *q, int64_t n, int64_t pos0, float *out);
 
 void sl_sparse_stats(const struct sl_sparse *s, struct sl_attn_stats *out);
 

@@ -51,82 +51,83 @@ static int later_first(const void *a, const void *b) {
     return x->j < y->j ? 1 : -1;
 }
 
-/* Brute force for KV head g of `layer` at position pos: selection, then attention. */
-static void reference(const struct sl_kv_cache *kv, const sl_hash *h, const struct sl_attn_params *p, int32_t layer,
-                      int32_t g, const float *q, int64_t pos, double *out, int64_t *count) {
-    const int64_t n = pos + 1;
-    int64_t k = (int64_t)ceilf(p->budget * (float)n);
-    if (k < 1) k = 1;
-    if (k < p->min_tokens) k = p->min_tokens < n ? p->min_tokens : n;
-    double *score = calloc((size_t)n, sizeof(double)), *logit = malloc(sizeof(double) * (size_t)n);
-    const uint16_t *K = sl_kv_cache_k(kv, layer, g, 0), *V = sl_kv_cache_v(kv, layer, g, 0);
-    float qr[D];
-    for (int hh = 0; hh < G; hh++) {
-        const float *qh = q + (int64_t)(g * G + hh) * D;
-        /* queries rounded to f16, as the kernels do */
-        for (int t = 0; t < D; t++) {
-            float x = qh[t];
-            sl_round_to_f16(&x, 1);
-            qr[t] = x;
-        }
-        if (h) {
-            const int32_t b = sl_hash_get_params(h)->bits, W = sl_hash_code_words(b);
-            uint64_t qc[16], kc[16];
-            float work[4096], kf[D];
-            cr_assert_eq(sl_hash_encode(sl_hash_query_fn(h, layer, g * G + hh), D, b, qh, 1, qc, work), 0);
-            for (int64_t j = 0; j < n; j++) {
-                /* keys were hashed from the f32 rows the cache rounded; the test wrote f16-exact values */
-                for (int t = 0; t < D; t++) kf[t] = f16_value(K[j * D + t]);
-                cr_assert_eq(sl_hash_encode(sl_hash_key_fn(h, layer, g), D, b, kf, 1, kc, work), 0);
-                for (int i = 0; i < b; i++) score[j] += ((qc[i / 64] >> (i % 64)) & 1) == ((kc[i / 64] >> (i % 64)) & 1);
-                (void)W;
-            }
-        } else {
-            double mx = -INFINITY, sum = 0;
-            for (int64_t j = 0; j < n; j++) {
-                double dot = 0;
-                for (int t = 0; t < D; t++) dot += (double)qr[t] * f16_value(K[j * D + t]);
-                logit[j] = dot / sqrt((double)D);
-                mx = fmax(mx, logit[j]);
-            }
-            for (int64_t j = 0; j < n; j++) sum += exp(logit[j] - mx);
-            for (int64_t j = 0; j < n; j++) score[j] += exp(logit[j] - mx) / sum;
-        }
+static void round_f16(const float *x, float *y) {
+    for (int i = 0; i < D; i++) {
+        y[i] = x[i];
+        sl_round_to_f16(&y[i], 1);
     }
-    struct ranked *r = malloc(sizeof *r * (size_t)n);
-    char *sel = calloc((size_t)n, 1);
+}
+
+/* Brute force for KV head g of `layer`: n query rows at pos0.. (q: (n, HQ, D)). Selection
+ * from [0, P = pos0): forced sinks and window, then the top k by the summed score over the
+ * rows and the group's heads, ties toward later positions; row t attends to the selection
+ * and to pos0 .. pos0 + t. out: (n, G, D). */
+static void reference(const struct sl_kv_cache *kv, const sl_hash *h, const struct sl_attn_params *p, int32_t layer,
+                      int32_t g, const float *q, int64_t n, int64_t pos0, double *out, int64_t *count) {
+    const int64_t P = pos0;
+    int64_t k = (int64_t)ceilf(p->budget * (float)P);
+    if (k < 1) k = 1;
+    if (k < p->min_tokens) k = p->min_tokens;
+    double *score = calloc((size_t)P + 1, sizeof(double)), *logit = malloc(sizeof(double) * (size_t)(P + n));
+    const uint16_t *K = sl_kv_cache_k(kv, layer, g, 0), *V = sl_kv_cache_v(kv, layer, g, 0);
+    float qr[D], work[4096], kf[D];
+    const int32_t b = h ? sl_hash_get_params(h)->bits : 0;
+    uint64_t qc[16], kc[16];
+    for (int64_t t = 0; t < n; t++)
+        for (int hh = 0; hh < G; hh++) {
+            const float *qh = q + (t * HQ + g * G + hh) * D;
+            if (h) {
+                cr_assert_eq(sl_hash_encode(sl_hash_query_fn(h, layer, g * G + hh), D, b, qh, 1, qc, work), 0);
+                for (int64_t j = 0; j < P; j++) {
+                    /* the test wrote f16-exact keys, so hashing the cached row = hashing what was added */
+                    for (int i = 0; i < D; i++) kf[i] = f16_value(K[j * D + i]);
+                    cr_assert_eq(sl_hash_encode(sl_hash_key_fn(h, layer, g), D, b, kf, 1, kc, work), 0);
+                    for (int i = 0; i < b; i++) score[j] += ((qc[i / 64] >> (i % 64)) & 1) == ((kc[i / 64] >> (i % 64)) & 1);
+                }
+            } else {
+                round_f16(qh, qr);
+                double mx = -INFINITY, sum = 0;
+                for (int64_t j = 0; j < P; j++) {
+                    double dot = 0;
+                    for (int i = 0; i < D; i++) dot += (double)qr[i] * f16_value(K[j * D + i]);
+                    logit[j] = dot / sqrt((double)D);
+                    mx = fmax(mx, logit[j]);
+                }
+                for (int64_t j = 0; j < P; j++) sum += exp(logit[j] - mx);
+                for (int64_t j = 0; j < P; j++) score[j] += exp(logit[j] - mx) / sum;
+            }
+        }
+    struct ranked *r = malloc(sizeof *r * (size_t)(P + 1));
+    char *sel = calloc((size_t)(P + n), 1);
     int64_t m = 0;
-    for (int64_t j = 0; j < n; j++) {
-        if (j < p->n_sink || j >= n - p->n_window) sel[j] = 1;
+    for (int64_t j = 0; j < P; j++) {
+        if (j < p->n_sink || j >= P - p->n_window) sel[j] = 1;
         else r[m++] = (struct ranked){score[j], j};
     }
     qsort(r, (size_t)m, sizeof *r, later_first);
     for (int64_t i = 0; i < k && i < m; i++) sel[r[i].j] = 1;
     *count = 0;
-    for (int64_t j = 0; j < n; j++) *count += sel[j];
-    /* attention of each group head over the selection */
-    for (int hh = 0; hh < G; hh++) {
-        const float *qh = q + (int64_t)(g * G + hh) * D;
-        double mx = -INFINITY, sum = 0, acc[D] = {0};
-        for (int t = 0; t < D; t++) {
-            float x = qh[t];
-            sl_round_to_f16(&x, 1);
-            qr[t] = x;
+    for (int64_t j = 0; j < P; j++) *count += sel[j];
+    for (int64_t t = 0; t < n; t++) {
+        sel[P + t] = 1; /* the chunk, causally */
+        for (int hh = 0; hh < G; hh++) {
+            round_f16(q + (t * HQ + g * G + hh) * D, qr);
+            double mx = -INFINITY, sum = 0, acc[D] = {0};
+            for (int64_t j = 0; j <= P + t; j++) {
+                if (!sel[j]) continue;
+                double dot = 0;
+                for (int i = 0; i < D; i++) dot += (double)qr[i] * f16_value(K[j * D + i]);
+                logit[j] = dot / sqrt((double)D);
+                mx = fmax(mx, logit[j]);
+            }
+            for (int64_t j = 0; j <= P + t; j++) {
+                if (!sel[j]) continue;
+                double w = exp(logit[j] - mx);
+                sum += w;
+                for (int i = 0; i < D; i++) acc[i] += w * f16_value(V[j * D + i]);
+            }
+            for (int i = 0; i < D; i++) out[(t * G + hh) * D + i] = acc[i] / sum;
         }
-        for (int64_t j = 0; j < n; j++) {
-            if (!sel[j]) continue;
-            double dot = 0;
-            for (int t = 0; t < D; t++) dot += (double)qr[t] * f16_value(K[j * D + t]);
-            logit[j] = dot / sqrt((double)D);
-            mx = fmax(mx, logit[j]);
-        }
-        for (int64_t j = 0; j < n; j++) {
-            if (!sel[j]) continue;
-            double w = exp(logit[j] - mx);
-            sum += w;
-            for (int t = 0; t < D; t++) acc[t] += w * f16_value(V[j * D + t]);
-        }
-        for (int t = 0; t < D; t++) out[hh * D + t] = acc[t] / sum;
     }
     free(score);
     free(logit);
@@ -151,38 +152,54 @@ static void fill(struct sl_kv_cache *kv, struct sl_sparse *sp) {
     free(v);
 }
 
+/* Decode tokens and (with sparse_prefill) 5-row chunks at a few positions of every sparse
+ * layer, against the reference. */
 static void check_mode(struct sl_attn_params p, sl_hash *h_for_reference) {
     rs = 77;
     struct sl_model_config cfg = config();
     uint8_t fp[32] = {0};
     struct sl_sparse *sp;
+    p.sparse_prefill = true;
     cr_assert_eq(sl_sparse_create(&p, &cfg, fp, NCTX, 16, &sp), 0, "%s", sl_error_detail());
     struct sl_kv_cache kv;
     cr_assert_eq(sl_kv_cache_init(&kv, L, HKV, D, NCTX), 0);
     fill(&kv, sp);
     struct sl_backend *be;
     cr_assert_eq(sl_backend_cpu_create(2, &be), 0);
-    float q[HQ * D], out[HQ * D];
-    double ref[G * D];
-    const int64_t positions[3] = {40, 333, NCTX - 1};
+    enum { NMAX = 5 };
+    float q[NMAX * HQ * D], out[NMAX * HQ * D];
+    double ref[NMAX * G * D];
+    const int64_t positions[3] = {300, 333, NCTX - NMAX};
+    int64_t calls = 0;
     for (int32_t layer = p.dense_layers; layer < L; layer++)
-        for (int pi = 0; pi < 3; pi++) {
-            for (int i = 0; i < HQ * D; i++) q[i] = (float)(gauss() + (i % 7 == 0 ? 1.5 : 0.0));
-            cr_assert(sl_sparse_applies(sp, layer, 1) && !sl_sparse_applies(sp, layer, 2));
-            cr_assert_eq(sl_sparse_attend(sp, be, &kv, layer, q, positions[pi], out), 0, "%s", sl_error_detail());
-            for (int32_t g = 0; g < HKV; g++) {
-                int64_t count;
-                reference(&kv, h_for_reference, &p, layer, g, q, positions[pi], ref, &count);
-                for (int i = 0; i < G * D; i++)
-                    cr_assert(fabs(out[g * G * D + i] - ref[i]) < 2e-3, "mode %d layer %d pos %ld head %d [%d]: %g vs %g",
-                              p.mode, layer, (long)positions[pi], g, i, out[g * G * D + i], ref[i]);
+        for (int pi = 0; pi < 3; pi++)
+            for (int64_t n = 1; n <= NMAX; n += NMAX - 1) {
+                for (int i = 0; i < n * HQ * D; i++) q[i] = (float)(gauss() + (i % 7 == 0 ? 1.5 : 0.0));
+                cr_assert(sl_sparse_applies(sp, layer, n));
+                cr_assert_eq(sl_sparse_attend(sp, be, &kv, layer, q, n, positions[pi], out), 0, "%s", sl_error_detail());
+                calls++;
+                for (int32_t g = 0; g < HKV; g++) {
+                    int64_t count;
+                    reference(&kv, h_for_reference, &p, layer, g, q, n, positions[pi], ref, &count);
+                    for (int64_t t = 0; t < n; t++)
+                        for (int i = 0; i < G * D; i++) {
+                            double got = out[(t * HQ + g * G) * D + i], want = ref[t * G * D + i];
+                            cr_assert(fabs(got - want) < 2e-3, "mode %d layer %d pos %ld n %ld head %d row %ld [%d]: %g vs %g",
+                                      p.mode, layer, (long)positions[pi], (long)n, g, (long)t, i, got, want);
+                        }
+                }
             }
-        }
     cr_assert(!sl_sparse_applies(sp, 0, 1), "dense layers stay dense");
     struct sl_attn_stats st;
     sl_sparse_stats(sp, &st);
-    cr_assert_eq(st.sparse_calls, 3 * (L - p.dense_layers));
-    cr_assert(st.selected < st.candidates, "a 5%% budget selects less than everything");
+    cr_assert_eq(st.sparse_calls, calls);
+    cr_assert(st.selected < st.candidates / 5, "a 5%% budget selects few: %ld of %ld", (long)st.selected,
+              (long)st.candidates);
+    /* early on, the budget covers everything: dense, the same numbers as the dense kernel */
+    float dense[HQ * D];
+    cr_assert_eq(sl_sparse_attend(sp, be, &kv, 1, q, 1, 10, out), 0);
+    cr_assert_eq(be->attention(be, &kv, 1, q, 1, 10, HQ, dense), 0);
+    cr_assert_arr_eq(out, dense, sizeof dense);
     be->free(be);
     sl_kv_cache_free(&kv);
     sl_sparse_free(sp);

@@ -13,6 +13,7 @@
 #include "spotlight/error.h"
 #include "spotlight/sampler.h"
 #include "spotlight/tokenizer.h"
+#include "tools/attn-opts.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
 #include "tools/gen-output.h"
@@ -28,8 +29,7 @@ struct gen_opts {
     int64_t n_predict, n_ctx;
     int32_t n_threads, n_batch;
     struct sl_sampler_params sp;
-    struct sl_attn_params ap; /* mode, budget, ... ; hash_path from --hash or the cache */
-    const char *hash;
+    struct attn_opts attn;
 };
 
 static void usage(FILE *f) {
@@ -51,18 +51,9 @@ static void usage(FILE *f) {
             "      --repeat-last-n N   tokens the penalty looks back (default 64)\n"
             "  -s, --seed S            RNG seed (default 0)\n"
             "      --stop STR          stop when STR is generated (repeatable, up to %d)\n"
-            "      --json              print one JSON object (text, tokens, timings) instead of streaming\n"
-            "  sparse attention (decode; prefill stays dense):\n"
-            "      --attn MODE         dense (default), spotlight, simhash or topk-exact\n"
-            "      --budget B          share of the context attended: 2%% or 0.02 (default 2%%)\n"
-            "      --min-tokens N      attend at least N selected tokens (default 64)\n"
-            "      --sinks N           first tokens always attended (default 4)\n"
-            "      --window N          most recent tokens always attended (default 64)\n"
-            "      --dense-layers N    the first N layers stay dense (default 2)\n"
-            "      --bits B            simhash code bits; spotlight: which hash file (default 64)\n"
-            "      --hash FILE         spotlight hash file (default <cache>/hash/<model file>.b<B>.slhash,\n"
-            "                          made by tools/make-hash.sh)\n",
+            "      --json              print one JSON object (text, tokens, timings) instead of streaming\n",
             MAX_STOPS);
+    attn_opts_usage(f);
 }
 
 static int parse_i64(const char *opt, const char *s, int64_t lo, int64_t hi, int64_t *out) {
@@ -74,9 +65,8 @@ static int parse_f32(const char *opt, const char *s, float lo, float hi, float *
 }
 
 static int parse_args(int argc, char **argv, struct gen_opts *o) {
-    enum { O_CHAT = 256, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_REP, O_REPN, O_STOP, O_JSON, O_ATTN, O_BUDGET,
-           O_MINTOK, O_SINKS, O_WINDOW, O_DENSE, O_BITS, O_HASH };
-    static const struct option opts[] = {
+    enum { O_CHAT = 256, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_REP, O_REPN, O_STOP, O_JSON };
+    static const struct option base[] = {
         {"model", required_argument, 0, 'm'}, {"prompt", required_argument, 0, 'p'},
         {"file", required_argument, 0, 'f'},  {"chat", no_argument, 0, O_CHAT},
         {"n-predict", required_argument, 0, 'n'}, {"ctx-size", required_argument, 0, 'c'},
@@ -85,13 +75,14 @@ static int parse_args(int argc, char **argv, struct gen_opts *o) {
         {"top-p", required_argument, 0, O_TOPP}, {"min-p", required_argument, 0, O_MINP},
         {"repeat-penalty", required_argument, 0, O_REP}, {"repeat-last-n", required_argument, 0, O_REPN},
         {"seed", required_argument, 0, 's'}, {"stop", required_argument, 0, O_STOP},
-        {"json", no_argument, 0, O_JSON}, {"attn", required_argument, 0, O_ATTN},
-        {"budget", required_argument, 0, O_BUDGET}, {"min-tokens", required_argument, 0, O_MINTOK},
-        {"sinks", required_argument, 0, O_SINKS}, {"window", required_argument, 0, O_WINDOW},
-        {"dense-layers", required_argument, 0, O_DENSE}, {"bits", required_argument, 0, O_BITS},
-        {"hash", required_argument, 0, O_HASH}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, 'h'}};
+    struct option opts[sizeof base / sizeof *base + ATTN_OPT_COUNT + 1];
+    int n_opts = (int)(sizeof base / sizeof *base);
+    memcpy(opts, base, sizeof base);
+    attn_opts_table(opts, &n_opts);
+    opts[n_opts] = (struct option){0, 0, 0, 0};
     memset(o, 0, sizeof *o);
-    o->ap = sl_attn_default_params(SL_ATTN_DENSE);
+    attn_opts_init(&o->attn);
     o->n_predict = 128;
     o->n_batch = 256;
     o->sp = sl_sampler_default_params();
@@ -124,43 +115,16 @@ static int parse_args(int argc, char **argv, struct gen_opts *o) {
             }
             o->stops[o->n_stops++] = optarg;
             break;
-        case O_ATTN:
-            if (!strcmp(optarg, "dense")) o->ap.mode = SL_ATTN_DENSE;
-            else if (!strcmp(optarg, "spotlight")) o->ap.mode = SL_ATTN_SPOTLIGHT;
-            else if (!strcmp(optarg, "simhash")) o->ap.mode = SL_ATTN_SIMHASH;
-            else if (!strcmp(optarg, "topk-exact")) o->ap.mode = SL_ATTN_TOPK_EXACT;
-            else {
-                fprintf(stderr, "spotlight generate: --attn must be dense, spotlight, simhash or topk-exact\n");
-                return 2;
-            }
-            break;
-        case O_BUDGET: {
-            char buf[64];
-            size_t l = strlen(optarg);
-            bool pct = l > 0 && l < sizeof buf && optarg[l - 1] == '%';
-            snprintf(buf, sizeof buf, "%.*s", (int)(pct ? l - 1 : l), optarg);
-            if (cli_parse_f32("generate", "--budget", buf, pct ? 1e-4f : 1e-6f, pct ? 100.0f : 1.0f, &o->ap.budget))
-                return 2;
-            if (pct) o->ap.budget /= 100.0f;
-            break;
-        }
-        case O_MINTOK: if (parse_i64("--min-tokens", optarg, 0, INT32_MAX, &o->ap.min_tokens)) return 2; break;
-        case O_SINKS: if (parse_i64("--sinks", optarg, 0, 1 << 20, &v)) return 2; o->ap.n_sink = (int32_t)v; break;
-        case O_WINDOW: if (parse_i64("--window", optarg, 0, 1 << 20, &v)) return 2; o->ap.n_window = (int32_t)v; break;
-        case O_DENSE: if (parse_i64("--dense-layers", optarg, 0, 4096, &v)) return 2; o->ap.dense_layers = (int32_t)v; break;
-        case O_BITS:
-            if (parse_i64("--bits", optarg, 32, 1024, &v)) return 2;
-            if (v % 32) {
-                fprintf(stderr, "spotlight generate: --bits must be a multiple of 32\n");
-                return 2;
-            }
-            o->ap.bits = (int32_t)v;
-            break;
-        case O_HASH: o->hash = optarg; break;
         case 'h': usage(stdout); return 1;
-        default:
+        default: {
+            int r = attn_opts_parse("generate", c, optarg, &o->attn);
+            if (r >= 0) {
+                if (r) return r;
+                break;
+            }
             fprintf(stderr, "spotlight generate: unknown or incomplete option '%s' (see --help)\n", argv[optind - 1]);
             return 2;
+        }
         }
     }
     if (optind < argc) {
@@ -181,42 +145,6 @@ struct gen_stats {
     struct sl_attn_stats attn;
     int64_t peak_rss;
 };
-
-static const char *mode_name(enum sl_attn_mode m) {
-    static const char *const names[] = {"dense", "spotlight", "simhash", "topk-exact"};
-    return names[m];
-}
-
-/* Sets the attention mode; a spotlight hash defaults to the cache's file for this model and
- * code length. 0, or -1 after an error line. */
-static int setup_attention(sl_context *ctx, struct gen_opts *o, const char *model_path) {
-    if (o->ap.mode == SL_ATTN_DENSE) return 0;
-    char hash[8400], cache[4096];
-    if (o->ap.mode == SL_ATTN_SPOTLIGHT) {
-        if (o->hash) snprintf(hash, sizeof hash, "%s", o->hash);
-        else {
-            const char *base = strrchr(model_path, '/') ? strrchr(model_path, '/') + 1 : model_path;
-            if (cli_model_dir(cache, sizeof cache) != 0) {
-                fprintf(stderr, "spotlight generate: no cache directory for the hash file (give --hash)\n");
-                return -1;
-            }
-            snprintf(hash, sizeof hash, "%s/hash/%.255s.b%d.slhash", cache, base, o->ap.bits);
-            if (access(hash, R_OK) != 0) {
-                fprintf(stderr, "spotlight generate: no hash file %s; make it with tools/make-hash.sh --bits %d, "
-                                "or give --hash\n", hash, o->ap.bits);
-                return -1;
-            }
-        }
-        o->ap.hash_path = hash;
-    }
-    int rc = sl_context_set_attention(ctx, &o->ap);
-    o->ap.hash_path = NULL;
-    if (rc) {
-        cli_report("attention", rc);
-        return -1;
-    }
-    return 0;
-}
 
 /* Builds the prompt ids (chat template when asked). Returns count or -1 (error printed). */
 static int64_t prompt_tokens(const sl_tokenizer *tok, const struct gen_opts *o, const char *text, size_t len,
@@ -271,10 +199,10 @@ static void print_stats_json(const struct gen_output *out, const int32_t *gen, c
     json_num(&w, "prefill_tok_s", s->n_prompt / s->t_prefill);
     json_num(&w, "decode_tok_s", s->n_gen > 1 ? (s->n_gen - 1) / s->t_decode : 0);
     json_obj_begin(&w, "attention");
-    json_str(&w, "mode", mode_name(o->ap.mode));
-    if (o->ap.mode != SL_ATTN_DENSE) {
-        json_num(&w, "budget", o->ap.budget);
-        json_int(&w, "dense_layers", o->ap.dense_layers);
+    json_str(&w, "mode", attn_mode_name(o->attn.p.mode));
+    if (o->attn.p.mode != SL_ATTN_DENSE) {
+        json_num(&w, "budget", o->attn.p.budget);
+        json_int(&w, "dense_layers", o->attn.p.dense_layers);
         json_int(&w, "sparse_calls", s->attn.sparse_calls);
         json_num(&w, "selected_fraction", s->attn.candidates ? (double)s->attn.selected / (double)s->attn.candidates : 0);
         json_num(&w, "select_us_per_layer", s->attn.sparse_calls ? 1e6 * s->attn.select_s / (double)s->attn.sparse_calls : 0);
@@ -334,7 +262,7 @@ int cmd_generate(int argc, char **argv) {
         cli_report("setup", rc);
         goto done;
     }
-    if (setup_attention(ctx, &o, path)) goto done;
+    if (attn_opts_apply("generate", &o.attn, ctx, path)) goto done;
     gen = malloc((size_t)o.n_predict * sizeof *gen);
     if (!gen) {
         fprintf(stderr, "spotlight generate: out of memory\n");
@@ -394,10 +322,10 @@ int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "\n\nspotlight: prompt %" PRId64 " tokens, %.1f tok/s prefill; generated %" PRId64
                         " tokens, %.1f tok/s decode; stop: %s\n", st.n_prompt, st.n_prompt / st.t_prefill,
                 st.n_gen, st.n_gen > 1 ? (st.n_gen - 1) / st.t_decode : 0.0, st.stop_reason);
-        if (o.ap.mode != SL_ATTN_DENSE && st.attn.sparse_calls)
+        if (o.attn.p.mode != SL_ATTN_DENSE && st.attn.sparse_calls)
             fprintf(stderr, "spotlight: attention %s, budget %g: %.1f%% of positions attended, select %.0f us and "
                             "gather %.0f us per sparse layer; codes %.1f MB; peak RSS %.0f MB\n",
-                    mode_name(o.ap.mode), o.ap.budget, 100.0 * (double)st.attn.selected / (double)st.attn.candidates,
+                    attn_mode_name(o.attn.p.mode), o.attn.p.budget, 100.0 * (double)st.attn.selected / (double)st.attn.candidates,
                     1e6 * st.attn.select_s / (double)st.attn.sparse_calls,
                     1e6 * st.attn.gather_s / (double)st.attn.sparse_calls, st.attn.code_bytes / 1e6, st.peak_rss / 1e6);
     }

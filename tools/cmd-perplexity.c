@@ -4,7 +4,11 @@
  * dropped), each chunk is evaluated from an empty cache (its first token replaced by BOS
  * when the model adds BOS), and only the second half of each chunk is scored: the token at
  * position j+1 under the logits at j, for j in [CTX/2, CTX-1). PPL = exp(mean NLL), with
- * llama.cpp's error estimate. */
+ * llama.cpp's error estimate.
+ *
+ * With --decode-last N, each chunk's first CTX-N tokens are a prefill and its last N are fed
+ * one at a time through the decode path, and only those N are scored: the perplexity of
+ * generation at that context depth, where sparse attention (--attn, attn-opts.h) applies. */
 #include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
@@ -15,14 +19,19 @@
 #include "spotlight/context.h"
 #include "spotlight/error.h"
 #include "spotlight/tokenizer.h"
+#include "tools/attn-opts.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
 #include "tools/json-writer.h"
 
 static void usage(FILE *f) {
     fprintf(f, "usage: spotlight perplexity [-m MODEL] -f TEXT [-c CTX] [--chunks N] [-b BATCH] [-t THREADS] [--json]\n"
+               "                           [--decode-last N] [sparse attention options]\n"
                "  Perplexity over consecutive CTX-token chunks of TEXT (default CTX 512), scoring the\n"
-               "  second half of each chunk, as llama.cpp's perplexity tool does.\n");
+               "  second half of each chunk, as llama.cpp's perplexity tool does. --decode-last N: the\n"
+               "  last N tokens of each chunk go through the decode path one by one and only they are\n"
+               "  scored (generation quality at depth CTX, where sparse decode applies).\n");
+    attn_opts_usage(f);
 }
 
 /* log-softmax NLL of `target` under logits (n_vocab), in double like llama.cpp */
@@ -35,24 +44,36 @@ static double nll_of(const float *logits, int32_t n_vocab, int32_t target) {
 }
 
 int cmd_perplexity(int argc, char **argv) {
-    static const struct option opts[] = {
+    static const struct option base[] = {
         {"model", required_argument, 0, 'm'}, {"file", required_argument, 0, 'f'},
         {"ctx-size", required_argument, 0, 'c'}, {"chunks", required_argument, 0, 'k'},
         {"batch-size", required_argument, 0, 'b'}, {"threads", required_argument, 0, 't'},
-        {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"decode-last", required_argument, 0, 'D'}, {"json", no_argument, 0, 'j'},
+        {"help", no_argument, 0, 'h'}};
+    struct option opts[sizeof base / sizeof *base + ATTN_OPT_COUNT + 1];
+    int n_opts = (int)(sizeof base / sizeof *base);
+    memcpy(opts, base, sizeof base);
+    attn_opts_table(opts, &n_opts);
+    opts[n_opts] = (struct option){0, 0, 0, 0};
+    struct attn_opts attn;
+    attn_opts_init(&attn);
     const char *model = NULL, *file = NULL;
-    int64_t n_ctx = 512, max_chunks = -1, n_batch = 512, n_threads = 0;
+    int64_t n_ctx = 512, max_chunks = -1, n_batch = 512, n_threads = 0, decode_last = 0;
     bool json = false;
     optind = 1;
     opterr = 0;
     int c;
     while ((c = getopt_long(argc, argv, "m:f:c:b:t:h", opts, NULL)) != -1) {
-        int64_t *dst = c == 'c' ? &n_ctx : c == 'k' ? &max_chunks : c == 'b' ? &n_batch : c == 't' ? &n_threads : NULL;
+        int64_t *dst = c == 'c' ? &n_ctx : c == 'k' ? &max_chunks : c == 'b' ? &n_batch : c == 't' ? &n_threads
+                       : c == 'D' ? &decode_last : NULL;
         if (dst) {
-            const char *name = c == 'c' ? "-c" : c == 'k' ? "--chunks" : c == 'b' ? "-b" : "-t";
+            const char *name = c == 'c' ? "-c" : c == 'k' ? "--chunks" : c == 'b' ? "-b" : c == 't' ? "-t" : "--decode-last";
             if (cli_parse_i64("perplexity", name, optarg, c == 'c' ? 4 : 1, 1 << 30, dst)) return 2;
             continue;
         }
+        int r = attn_opts_parse("perplexity", c, optarg, &attn);
+        if (r == 2) return 2;
+        if (r == 0) continue;
         switch (c) {
         case 'm': model = optarg; break;
         case 'f': file = optarg; break;
@@ -65,6 +86,10 @@ int cmd_perplexity(int argc, char **argv) {
     }
     if (!file || optind < argc) {
         fprintf(stderr, "spotlight perplexity: give the text with -f FILE (see --help)\n");
+        return 2;
+    }
+    if (decode_last >= n_ctx) {
+        fprintf(stderr, "spotlight perplexity: --decode-last must be below -c (%" PRId64 ")\n", n_ctx);
         return 2;
     }
     char path[4096];
@@ -104,6 +129,7 @@ int cmd_perplexity(int argc, char **argv) {
         cli_report("context", rc);
         goto done;
     }
+    if (attn_opts_apply("perplexity", &attn, ctx, path)) goto done;
     chunk = malloc((size_t)n_ctx * sizeof *chunk);
     if (!chunk) goto done;
     const int64_t first = n_ctx / 2;
@@ -114,16 +140,33 @@ int cmd_perplexity(int argc, char **argv) {
         memcpy(chunk, ids + ci * n_ctx, (size_t)n_ctx * sizeof *chunk);
         if (sl_tokenizer_add_bos(tok) && sl_tokenizer_bos(tok) >= 0) chunk[0] = sl_tokenizer_bos(tok);
         sl_context_truncate(ctx, 0);
-        if ((rc = sl_context_eval(ctx, chunk, n_ctx, true))) {
-            cli_report("eval", rc);
-            goto done;
-        }
-        const float *lg = sl_context_logits(ctx);
-        for (int64_t j = first; j < n_ctx - 1; j++) {
-            double v = nll_of(lg + j * n_vocab, n_vocab, ids[ci * n_ctx + j + 1]);
-            nll += v;
-            nll2 += v * v;
-            count++;
+        if (decode_last > 0) {
+            /* prefill, then every later token through the decode path; the logits after token
+             * j-1 score token j */
+            const int64_t s0 = n_ctx - decode_last;
+            for (int64_t j = s0; j < n_ctx; j++) {
+                rc = j == s0 ? sl_context_eval(ctx, chunk, s0, false) : sl_context_eval(ctx, &chunk[j - 1], 1, false);
+                if (rc) {
+                    cli_report("eval", rc);
+                    goto done;
+                }
+                double v = nll_of(sl_context_logits(ctx), n_vocab, ids[ci * n_ctx + j]);
+                nll += v;
+                nll2 += v * v;
+                count++;
+            }
+        } else {
+            if ((rc = sl_context_eval(ctx, chunk, n_ctx, true))) {
+                cli_report("eval", rc);
+                goto done;
+            }
+            const float *lg = sl_context_logits(ctx);
+            for (int64_t j = first; j < n_ctx - 1; j++) {
+                double v = nll_of(lg + j * n_vocab, n_vocab, ids[ci * n_ctx + j + 1]);
+                nll += v;
+                nll2 += v * v;
+                count++;
+            }
         }
         if (!json) {
             fprintf(stdout, "[%" PRId64 "]%.4f,", ci + 1, exp(nll / (double)count));
@@ -147,6 +190,9 @@ int cmd_perplexity(int argc, char **argv) {
         json_num(&w, "ppl_err", err);
         json_num(&w, "seconds", secs);
         json_num(&w, "tok_s", (double)(n_chunks * n_ctx) / secs);
+        json_str(&w, "attn", attn_mode_name(attn.p.mode));
+        if (attn.p.mode != SL_ATTN_DENSE) json_num(&w, "budget", attn.p.budget);
+        json_int(&w, "decode_last", decode_last);
         json_obj_end(&w);
     } else {
         printf("\nFinal estimate: PPL = %.4f +/- %.5f\n", ppl, err);

@@ -50,9 +50,14 @@ void sl_context_set_qk_tap(sl_context *c, sl_qk_tap_fn fn, void *user);
 /* ---- sparse attention (Spotlight) ---------------------------------------------------------
  * With a mode other than dense, every evaluated key is also hashed into a code resident in RAM
  * (one per position, layer and KV head), and every single-token eval (decode) attends, in
- * layers >= dense_layers, only to the positions its KV head selects: the top
+ * layers >= dense_layers, to itself and to the earlier positions its KV head selects: the top
  * max(budget * n_past, min_tokens) by score, plus n_sink first positions and the n_window
- * most recent, gathered from the KV cache. Multi-token chunks (prefill) stay dense.
+ * most recent, gathered from the KV cache. Multi-token chunks (prefill) stay dense unless
+ * sparse_prefill: then a chunk attends causally to itself and to the earlier positions
+ * selected for the chunk as a whole (each key scored by the sum of its scores against every
+ * query row of the chunk and of the group), which lets contexts far beyond what dense
+ * prefill affords be ingested. Where the selection would cover every earlier position, the
+ * layer simply runs dense.
  *   spotlight   score = XNOR-popcount of trained hash codes summed over the GQA group
  *               (hash_path: a file from `spotlight train-hash` for this model)
  *   simhash     the same with SimHash codes of `bits` bits (seed 0)
@@ -74,6 +79,7 @@ struct sl_attn_params {
     int32_t n_window;       /* most recent positions always attended */
     int32_t dense_layers;   /* layers 0 .. dense_layers-1 stay dense */
     int32_t bits;           /* simhash code bits (a multiple of 32) */
+    bool sparse_prefill;    /* prefill chunks attend sparsely too */
     const char *hash_path;  /* spotlight: the hash file (its model fingerprint must match) */
 };
 
@@ -83,7 +89,7 @@ int sl_context_set_attention(sl_context *c, const struct sl_attn_params *p);
 
 /* Retrieval statistics since the context was created (zeros in dense mode). */
 struct sl_attn_stats {
-    int64_t sparse_calls;     /* (token, layer) attention calls that were sparse */
+    int64_t sparse_calls;     /* (chunk or token, layer) attention calls that were sparse */
     int64_t selected;         /* positions attended, summed over those calls and KV heads */
     int64_t candidates;       /* positions available, summed likewise */
     double select_s;          /* seconds in query hashing, scan and top-k */

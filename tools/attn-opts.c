@@ -1,0 +1,121 @@
+/* Shared sparse-attention options (see attn-opts.h). */
+#include "tools/attn-opts.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tools/cli.h"
+
+enum { O_ATTN = ATTN_OPT_FIRST, O_BUDGET, O_MINTOK, O_SINKS, O_WINDOW, O_DENSE, O_BITS, O_HASH, O_SPREFILL };
+
+void attn_opts_init(struct attn_opts *a) {
+    a->p = sl_attn_default_params(SL_ATTN_DENSE);
+    a->hash = NULL;
+}
+
+void attn_opts_table(struct option *opts, int *n) {
+    static const struct option mine[ATTN_OPT_COUNT] = {
+        {"attn", required_argument, 0, O_ATTN},         {"budget", required_argument, 0, O_BUDGET},
+        {"min-tokens", required_argument, 0, O_MINTOK}, {"sinks", required_argument, 0, O_SINKS},
+        {"window", required_argument, 0, O_WINDOW},     {"dense-layers", required_argument, 0, O_DENSE},
+        {"bits", required_argument, 0, O_BITS},         {"hash", required_argument, 0, O_HASH},
+        {"sparse-prefill", no_argument, 0, O_SPREFILL}};
+    for (int i = 0; i < ATTN_OPT_COUNT; i++) opts[(*n)++] = mine[i];
+}
+
+const char *attn_mode_name(enum sl_attn_mode m) {
+    static const char *const names[] = {"dense", "spotlight", "simhash", "topk-exact"};
+    return m >= SL_ATTN_DENSE && m <= SL_ATTN_TOPK_EXACT ? names[m] : "?";
+}
+
+int attn_opts_parse(const char *cmd, int c, const char *arg, struct attn_opts *a) {
+    int64_t v;
+    switch (c) {
+    case O_ATTN:
+        for (int m = SL_ATTN_DENSE; m <= SL_ATTN_TOPK_EXACT; m++)
+            if (!strcmp(arg, attn_mode_name((enum sl_attn_mode)m))) {
+                a->p.mode = (enum sl_attn_mode)m;
+                return 0;
+            }
+        fprintf(stderr, "spotlight %s: --attn must be dense, spotlight, simhash or topk-exact\n", cmd);
+        return 2;
+    case O_BUDGET: {
+        char buf[64];
+        size_t l = strlen(arg);
+        bool pct = l > 0 && l < sizeof buf && arg[l - 1] == '%';
+        snprintf(buf, sizeof buf, "%.*s", (int)(pct ? l - 1 : l), arg);
+        if (cli_parse_f32(cmd, "--budget", buf, pct ? 1e-4f : 1e-6f, pct ? 100.0f : 1.0f, &a->p.budget)) return 2;
+        if (pct) a->p.budget /= 100.0f;
+        return 0;
+    }
+    case O_MINTOK: return cli_parse_i64(cmd, "--min-tokens", arg, 0, INT32_MAX, &a->p.min_tokens) ? 2 : 0;
+    case O_SINKS:
+        if (cli_parse_i64(cmd, "--sinks", arg, 0, 1 << 20, &v)) return 2;
+        a->p.n_sink = (int32_t)v;
+        return 0;
+    case O_WINDOW:
+        if (cli_parse_i64(cmd, "--window", arg, 0, 1 << 20, &v)) return 2;
+        a->p.n_window = (int32_t)v;
+        return 0;
+    case O_DENSE:
+        if (cli_parse_i64(cmd, "--dense-layers", arg, 0, 4096, &v)) return 2;
+        a->p.dense_layers = (int32_t)v;
+        return 0;
+    case O_BITS:
+        if (cli_parse_i64(cmd, "--bits", arg, 32, 1024, &v)) return 2;
+        if (v % 32) {
+            fprintf(stderr, "spotlight %s: --bits must be a multiple of 32\n", cmd);
+            return 2;
+        }
+        a->p.bits = (int32_t)v;
+        return 0;
+    case O_HASH: a->hash = arg; return 0;
+    case O_SPREFILL: a->p.sparse_prefill = true; return 0;
+    default: return -1;
+    }
+}
+
+void attn_opts_usage(FILE *f) {
+    fprintf(f, "  sparse attention (decode; prefill too with --sparse-prefill):\n"
+               "      --attn MODE         dense (default), spotlight, simhash or topk-exact\n"
+               "      --budget B          share of the context attended: 2%% or 0.02 (default 2%%)\n"
+               "      --min-tokens N      attend at least N selected tokens (default 64)\n"
+               "      --sinks N           first tokens always attended (default 4)\n"
+               "      --window N          most recent tokens always attended (default 64)\n"
+               "      --dense-layers N    the first N layers stay dense (default 2)\n"
+               "      --bits B            simhash code bits; spotlight: which hash file (default 64)\n"
+               "      --hash FILE         spotlight hash file (default <cache>/hash/<model file>.b<B>.slhash,\n"
+               "                          made by tools/make-hash.sh)\n"
+               "      --sparse-prefill    prefill chunks attend sparsely too (inputs beyond dense reach)\n");
+}
+
+int attn_opts_apply(const char *cmd, struct attn_opts *a, sl_context *ctx, const char *model_path) {
+    if (a->p.mode == SL_ATTN_DENSE) return 0;
+    char hash[8400], cache[4096];
+    if (a->p.mode == SL_ATTN_SPOTLIGHT) {
+        if (a->hash) snprintf(hash, sizeof hash, "%s", a->hash);
+        else {
+            const char *base = strrchr(model_path, '/') ? strrchr(model_path, '/') + 1 : model_path;
+            if (cli_model_dir(cache, sizeof cache) != 0) {
+                fprintf(stderr, "spotlight %s: no cache directory for the hash file (give --hash)\n", cmd);
+                return -1;
+            }
+            snprintf(hash, sizeof hash, "%s/hash/%.255s.b%d.slhash", cache, base, a->p.bits);
+            if (access(hash, R_OK) != 0) {
+                fprintf(stderr, "spotlight %s: no hash file %s; make it with tools/make-hash.sh --bits %d, "
+                                "or give --hash\n", cmd, hash, a->p.bits);
+                return -1;
+            }
+        }
+        a->p.hash_path = hash;
+    }
+    int rc = sl_context_set_attention(ctx, &a->p);
+    a->p.hash_path = NULL;
+    if (rc) {
+        cli_report("attention", rc);
+        return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,33 @@
+/* The sparse-attention options every command that evaluates the model shares (generate,
+ * perplexity, ...): parsing and applying them to a context.
+ *   --attn dense|spotlight|simhash|topk-exact  --budget 2%|0.02  --min-tokens N  --sinks N
+ *   --window N  --dense-layers N  --bits B  --hash FILE  --sparse-prefill */
+#ifndef SL_TOOLS_ATTN_OPTS_H
+#define SL_TOOLS_ATTN_OPTS_H
+
+#include <getopt.h>
+#include <stdio.h>
+
+#include "spotlight/context.h"
+
+/* getopt_long codes of the options: ATTN_OPT_FIRST .. ATTN_OPT_FIRST + ATTN_OPT_COUNT - 1. */
+#define ATTN_OPT_FIRST 1000
+#define ATTN_OPT_COUNT 9
+
+struct attn_opts {
+    struct sl_attn_params p;
+    const char *hash; /* --hash, else the cache's file for the model and --bits */
+};
+
+void attn_opts_init(struct attn_opts *a);
+/* Appends the options to a getopt_long table at opts[*n] (room for ATTN_OPT_COUNT more). */
+void attn_opts_table(struct option *opts, int *n);
+/* Handles code c with optarg: 0 done, 2 bad value (error printed), -1 not one of ours. */
+int attn_opts_parse(const char *cmd, int c, const char *arg, struct attn_opts *a);
+/* The help lines. */
+void attn_opts_usage(FILE *f);
+/* Applies the mode to a fresh context (no-op for dense): 0, or -1 after an error line. */
+int attn_opts_apply(const char *cmd, struct attn_opts *a, sl_context *ctx, const char *model_path);
+const char *attn_mode_name(enum sl_attn_mode m);
+
+#endif
