@@ -9,7 +9,9 @@
 #include "core/internal.h"
 #include "core/kv-cache.h"
 #include "core/sparse-attn.h"
+#include "cpu/f16-row.h"
 #include "spotlight/context.h"
+#include "spotlight/kv-store.h"
 
 struct sl_context {
     const sl_model *model;
@@ -33,6 +35,13 @@ struct sl_context {
     sl_qk_tap_fn qk_tap; /* optional observer of post-RoPE q/k */
     void *qk_tap_user;
     struct sl_sparse *sparse; /* NULL: dense attention everywhere */
+    /* K/V in a store (params.kv_path): created by sl_context_set_attention */
+    char *kv_path;
+    int64_t kv_ram_budget;
+    sl_kv_store_t store;
+    int32_t ram_layers;        /* layers whose K/V the RAM cache holds: all, or the dense ones */
+    uint16_t *k16, *v16;       /* (n_batch, n_head_kv * head_dim) the chunk's K/V in f16 */
+    uint32_t *tags;            /* (n_batch) token ids committed with the positions */
 };
 
 struct sl_context_params sl_context_default_params(void) {
@@ -58,8 +67,14 @@ int sl_context_create(const sl_model *m, const struct sl_context_params *p, sl_c
     ctx->model = m;
     ctx->cfg = c;
     ctx->n_batch = pp.n_batch;
+    ctx->ram_layers = c->n_layer;
+    ctx->kv_ram_budget = pp.kv_ram_budget;
     int rc = sl_backend_create(pp.n_threads, &ctx->be);
-    if (!rc) rc = sl_kv_cache_init(&ctx->kv, c->n_layer, c->n_head_kv, c->head_dim, pp.n_ctx);
+    if (!rc && pp.kv_path && !(ctx->kv_path = strdup(pp.kv_path))) rc = sl_fail(SL_ENOMEM, "out of memory");
+    if (!rc && pp.kv_path) /* the cache holds the dense layers only, sized when the mode is set */
+        ctx->kv.n_ctx = pp.n_ctx;
+    else if (!rc)
+        rc = sl_kv_cache_init(&ctx->kv, c->n_layer, c->n_head_kv, c->head_dim, pp.n_ctx);
     if (rc) {
         sl_context_free(ctx);
         return rc;
@@ -77,9 +92,13 @@ int sl_context_create(const sl_model *m, const struct sl_context_params *p, sl_c
     ctx->up = alloc_f32(nb * c->n_ff, &t);
     ctx->logits = alloc_f32(c->n_vocab, &t);
     ctx->logits_cap = 1;
+    ctx->k16 = malloc(sizeof(uint16_t) * (size_t)(nb * kv));
+    ctx->v16 = malloc(sizeof(uint16_t) * (size_t)(nb * kv));
+    ctx->tags = malloc(sizeof(uint32_t) * (size_t)nb);
+    t += (int64_t)(2 * sizeof(uint16_t) * (size_t)(nb * kv) + sizeof(uint32_t) * (size_t)nb);
     ctx->host_bytes = t;
     if (!ctx->x || !ctx->xb || !ctx->q || !ctx->k || !ctx->v || !ctx->att || !ctx->proj ||
-        !ctx->gate || !ctx->up || !ctx->logits) {
+        !ctx->gate || !ctx->up || !ctx->logits || !ctx->k16 || !ctx->v16 || !ctx->tags) {
         sl_context_free(ctx);
         return sl_fail(SL_ENOMEM, "cannot allocate activations for a %" PRId64 "-token chunk", nb);
     }
@@ -91,6 +110,11 @@ void sl_context_free(sl_context *c) {
     if (!c) return;
     if (c->be) c->be->free(c->be);
     sl_sparse_free(c->sparse);
+    sl_kv_store_free(c->store);
+    free(c->kv_path);
+    free(c->k16);
+    free(c->v16);
+    free(c->tags);
     sl_kv_cache_free(&c->kv);
     free(c->x);
     free(c->xb);
@@ -135,12 +159,20 @@ static int layer_forward(sl_context *ctx, int32_t il, int64_t n, int64_t pos0) {
     TRY(be->rope(be, ctx->q, n, c->n_head, c, pos0));
     TRY(be->rope(be, ctx->k, n, c->n_head_kv, c, pos0));
     if (ctx->qk_tap) TRY(ctx->qk_tap(il, pos0, n, ctx->q, ctx->k, ctx->qk_tap_user));
-    TRY(sl_kv_cache_write(&ctx->kv, il, pos0, n, ctx->k, ctx->v));
+    if (il < ctx->ram_layers) TRY(sl_kv_cache_write(&ctx->kv, il, pos0, n, ctx->k, ctx->v));
+    if (ctx->store) { /* every layer goes to the store; committed after the chunk's last layer */
+        sl_f32_to_f16_row(ctx->k, ctx->k16, n * kw);
+        sl_f32_to_f16_row(ctx->v, ctx->v16, n * kw);
+        TRY(sl_kv_store_append(ctx->store, il, n, ctx->k16, ctx->v16));
+    }
     if (ctx->sparse) TRY(sl_sparse_add_keys(ctx->sparse, il, pos0, n, ctx->k));
-    if (sl_sparse_applies(ctx->sparse, il, n))
-        TRY(sl_sparse_attend(ctx->sparse, be, &ctx->kv, il, ctx->q, n, pos0, ctx->att));
-    else
+    if (sl_sparse_applies(ctx->sparse, il, n)) {
+        struct sl_sparse_kv src = ctx->store ? (struct sl_sparse_kv){.store = ctx->store, .ck = ctx->k16, .cv = ctx->v16}
+                                             : (struct sl_sparse_kv){.cache = &ctx->kv};
+        TRY(sl_sparse_attend(ctx->sparse, be, &src, il, ctx->q, n, pos0, ctx->att));
+    } else {
         TRY(be->attention(be, &ctx->kv, il, ctx->q, n, pos0, c->n_head, ctx->att));
+    }
     TRY(be->matmul(be, w->wo, ctx->att, n, ctx->proj));
     TRY(be->add(be, ctx->x, ctx->proj, n, c->n_embd, n));
 
@@ -183,10 +215,21 @@ int sl_context_eval(sl_context *ctx, const int32_t *tokens, int64_t n, bool all_
     for (int64_t done = 0; done < n;) {
         int64_t m = n - done < ctx->n_batch ? n - done : ctx->n_batch, pos0 = ctx->n_past;
         TRY(ctx->be->get_rows(ctx->be, sl_model_token_embd(ctx->model), tokens + done, m, ctx->x));
+        if (ctx->kv_path && !ctx->store)
+            return sl_fail(SL_EINVAL, "K/V in a store file needs a sparse attention mode (set before the first eval)");
         for (int32_t il = 0; il < c->n_layer; il++) {
             int rc = layer_forward(ctx, il, m, pos0);
             if (rc) {
                 ctx->n_past = pos0; /* this chunk's cache rows are not valid */
+                if (ctx->store) sl_kv_store_discard(ctx->store);
+                return rc;
+            }
+        }
+        if (ctx->store) {
+            for (int64_t i = 0; i < m; i++) ctx->tags[i] = (uint32_t)tokens[done + i];
+            int rc = sl_kv_store_commit(ctx->store, m, ctx->tags);
+            if (rc) {
+                sl_kv_store_discard(ctx->store);
                 return rc;
             }
         }
@@ -205,19 +248,67 @@ const float *sl_context_logits(const sl_context *c) { return c->logits; }
 int64_t sl_context_logits_rows(const sl_context *c) { return c->logits_rows; }
 int64_t sl_context_n_past(const sl_context *c) { return c->n_past; }
 int64_t sl_context_n_ctx(const sl_context *c) { return c->kv.n_ctx; }
-int64_t sl_context_host_bytes(const sl_context *c) { return c->host_bytes; }
+int64_t sl_context_host_bytes(const sl_context *c) {
+    int64_t b = c->host_bytes;
+    if (c->store) {
+        struct sl_kv_store_stats st;
+        sl_kv_store_get_stats(c->store, &st);
+        b += st.ram_bytes;
+    }
+    return b;
+}
+
+/* The store file and the RAM cache of the dense layers (replacing what an earlier call made). */
+static int open_store(sl_context *c, int32_t dense_layers, const uint8_t fp[32]) {
+    const struct sl_model_config *cfg = c->cfg;
+    sl_kv_store_free(c->store);
+    c->store = NULL;
+    const int64_t n_ctx = c->kv.n_ctx;
+    sl_kv_cache_free(&c->kv);
+    memset(&c->kv, 0, sizeof c->kv);
+    c->kv.n_ctx = n_ctx;
+    c->ram_layers = dense_layers;
+    if (dense_layers > 0) {
+        int rc = sl_kv_cache_init(&c->kv, dense_layers, cfg->n_head_kv, cfg->head_dim, n_ctx);
+        if (rc) return rc;
+    }
+    struct sl_kv_shape shape = {.n_layer = cfg->n_layer, .n_head_kv = cfg->n_head_kv, .head_dim = cfg->head_dim,
+                                .dtype = SL_KV_DTYPE_F16, .block_tokens = 16};
+    struct sl_kv_store_params sp = sl_kv_store_default_params();
+    sp.tier = SL_KV_TIER_FILE;
+    sp.capacity = n_ctx;
+    sp.path = c->kv_path;
+    sp.overwrite = true;
+    memcpy(sp.fingerprint, fp, 32);
+    sp.ram_budget = c->kv_ram_budget;
+    if (sp.max_pending < c->n_batch) sp.max_pending = c->n_batch;
+    return sl_kv_store_create(&shape, &sp, &c->store);
+}
 
 int sl_context_set_attention(sl_context *c, const struct sl_attn_params *p) {
     if (!c || !p) return sl_fail(SL_EINVAL, "sl_context_set_attention: NULL argument");
     if (c->n_past > 0)
         return sl_fail(SL_EINVAL, "the attention mode is set before the first eval (%" PRId64 " positions evaluated)",
                        c->n_past);
+    struct sl_attn_params pp = *p;
+    if (c->kv_path) {
+        if (p->mode != SL_ATTN_SPOTLIGHT && p->mode != SL_ATTN_SIMHASH)
+            return sl_fail(SL_EINVAL, "K/V in a store file needs spotlight or simhash attention");
+        pp.sparse_prefill = true; /* dense prefill would read the whole store every chunk */
+    }
     struct sl_sparse *sp = NULL;
+    uint8_t fp[32];
     if (p->mode != SL_ATTN_DENSE) {
-        uint8_t fp[32];
         int rc = sl_model_fingerprint(c->model, fp);
-        if (!rc) rc = sl_sparse_create(p, c->cfg, fp, c->kv.n_ctx, c->n_batch, &sp);
+        if (!rc) rc = sl_sparse_create(&pp, c->cfg, fp, c->kv.n_ctx, c->n_batch, &sp);
         if (rc) return rc;
+    }
+    if (c->kv_path) {
+        int rc = open_store(c, pp.dense_layers, fp);
+        if (rc) {
+            sl_sparse_free(sp);
+            return rc;
+        }
     }
     struct sl_attn_stats st;
     sl_sparse_stats(c->sparse, &st);
@@ -229,11 +320,26 @@ int sl_context_set_attention(sl_context *c, const struct sl_attn_params *p) {
     return 0;
 }
 
-void sl_context_attn_stats(const sl_context *c, struct sl_attn_stats *out) { sl_sparse_stats(c->sparse, out); }
+void sl_context_attn_stats(const sl_context *c, struct sl_attn_stats *out) {
+    sl_sparse_stats(c->sparse, out);
+    if (c->store) {
+        struct sl_kv_store_stats st;
+        sl_kv_store_get_stats(c->store, &st);
+        out->kv_bytes_read = st.bytes_read;
+        out->kv_cache_hits = st.cache_hits;
+        out->kv_cache_misses = st.cache_misses;
+        out->kv_ram_bytes = st.ram_bytes;
+        out->kv_disk_bytes = st.disk_bytes;
+    }
+}
 
 int sl_context_truncate(sl_context *c, int64_t n_past) {
     if (n_past < 0 || n_past > c->n_past)
         return sl_fail(SL_EINVAL, "cannot truncate to %" PRId64 " (have %" PRId64 ")", n_past, c->n_past);
+    if (c->store) {
+        int rc = sl_kv_store_truncate(c->store, n_past);
+        if (rc) return rc;
+    }
     c->n_past = n_past;
     return 0;
 }

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "core/attn-truth.h"
+#include "spotlight/kv-store.h"
 #include "core/hash.h"
 #include "core/internal.h"
 #include "cpu/f16-row.h"
@@ -29,8 +30,10 @@ struct sl_sparse {
     uint8_t *mask;           /* (n_ctx) */
     void *topk_work;
     size_t topk_bytes;
-    int64_t *idx;            /* (max_sel) selected earlier positions, ascending */
-    uint16_t *gk, *gv;       /* (max_sel + n_batch, d) the attended rows of one KV head */
+    int64_t *idx;            /* (hkv, max_sel) selected earlier positions per KV head, ascending */
+    int64_t *cnt;            /* (hkv) */
+    uint16_t *gk, *gv;       /* (hkv, max_sel + n_batch, d) the attended rows per KV head */
+    uint16_t *kround;        /* (n_batch, d) keys rounded to f16, then hashed */
     struct sl_attn_stats st;
 };
 
@@ -62,6 +65,8 @@ void sl_sparse_free(struct sl_sparse *s) {
     free(s->mask);
     free(s->topk_work);
     free(s->idx);
+    free(s->cnt);
+    free(s->kround);
     free(s->gk);
     free(s->gv);
     free(s);
@@ -80,7 +85,8 @@ static int check_params(const struct sl_attn_params *p, const struct sl_model_co
         return sl_fail(SL_EINVAL, "attention: simhash bits %d is not a multiple of 32 in 32..1024", p->bits);
     if (p->mode == SL_ATTN_SPOTLIGHT && (!p->hash_path || !*p->hash_path))
         return sl_fail(SL_EINVAL, "attention: spotlight needs a hash file (spotlight train-hash)");
-    if (cfg->n_head / cfg->n_head_kv > 64) return sl_fail(SL_EUNSUPPORTED, "GQA groups over 64 heads");
+    if (cfg->n_head / cfg->n_head_kv > 64 || cfg->n_head_kv > 64)
+        return sl_fail(SL_EUNSUPPORTED, "sparse attention: more than 64 KV heads or GQA groups over 64 heads");
     return 0;
 }
 
@@ -128,17 +134,23 @@ int sl_sparse_create(const struct sl_attn_params *p, const struct sl_model_confi
     }
     const int64_t d = s->d, rows = n_batch > s->hq ? n_batch : s->hq;
     s->n_batch = n_batch;
-    struct sl_topk_params tk = {.k = n_ctx, .n_sink = p->n_sink, .n_window = p->n_window, .block = 1};
-    s->max_sel = sl_topk_max_count(n_ctx, &tk);
-    s->idx = malloc(sizeof(int64_t) * (size_t)s->max_sel);
-    s->gk = malloc(sizeof(uint16_t) * (size_t)((s->max_sel + n_batch) * d));
-    s->gv = malloc(sizeof(uint16_t) * (size_t)((s->max_sel + n_batch) * d));
+    /* The most positions a selection holds: k at the full context plus the forced ones (when
+     * those cover all of [0, P) there are only P <= that many). */
+    int64_t kmax = sl_truth_budget_k(p->budget, n_ctx);
+    if (kmax < p->min_tokens) kmax = p->min_tokens;
+    s->max_sel = kmax + p->n_sink + p->n_window < n_ctx ? kmax + p->n_sink + p->n_window : n_ctx;
+    const int64_t rows_per_head = s->max_sel + n_batch;
+    s->idx = malloc(sizeof(int64_t) * (size_t)(s->hkv * s->max_sel));
+    s->cnt = malloc(sizeof(int64_t) * (size_t)s->hkv);
+    s->gk = malloc(sizeof(uint16_t) * (size_t)(s->hkv * rows_per_head * d));
+    s->gv = malloc(sizeof(uint16_t) * (size_t)(s->hkv * rows_per_head * d));
+    s->kround = malloc(sizeof(float) * (size_t)(n_batch * d));
     s->mask = malloc((size_t)n_ctx);
     s->fscore = malloc(sizeof(float) * (size_t)n_ctx);
     s->ftmp = malloc(sizeof(float) * (size_t)n_ctx);
     s->qg = malloc(sizeof(float) * (size_t)(n_batch * s->G * d));
     s->og = malloc(sizeof(float) * (size_t)(n_batch * s->G * d));
-    bool ok = s->idx && s->gk && s->gv && s->mask && s->fscore && s->ftmp && s->qg && s->og;
+    bool ok = s->idx && s->cnt && s->gk && s->gv && s->kround && s->mask && s->fscore && s->ftmp && s->qg && s->og;
     if (s->hash) {
         s->bits = sl_hash_get_params(s->hash)->bits;
         s->W = sl_hash_code_words(s->bits);
@@ -179,6 +191,9 @@ int sl_sparse_add_keys(struct sl_sparse *s, int32_t layer, int64_t pos0, int64_t
     SL_ASSERT(pos0 >= 0 && pos0 + n <= s->n_ctx);
     for (int32_t g = 0; g < s->hkv; g++) {
         sl_truth_gather_rows(k, s->hkv, g, s->d, NULL, n, s->rows);
+        /* the f16 value the KV cache and store keep: codes recomputed from stored keys (a
+         * reopened store) are then the same codes */
+        sl_round_to_f16(s->rows, n * s->d);
         int rc = sl_hash_encode(sl_hash_key_fn(s->hash, layer, g), s->d, s->bits, s->rows, n,
                                 codes_at(s, layer, g, pos0), s->work);
         if (rc) return rc;
@@ -198,7 +213,7 @@ static int64_t budget_k(const struct sl_sparse *s, int64_t P) {
 
 /* Float scores of [0, P) in s->fscore -> s->idx: forced sinks and window, then the top k of
  * the rest (ties toward later positions), ascending. */
-static int64_t select_float(struct sl_sparse *s, int64_t P, int64_t k) {
+static int64_t select_float(struct sl_sparse *s, int64_t P, int64_t k, int64_t *idx) {
     if (P <= 0) return 0;
     int64_t forced = 0;
     for (int64_t j = 0; j < P; j++)
@@ -208,7 +223,7 @@ static int64_t select_float(struct sl_sparse *s, int64_t P, int64_t k) {
     if (want > 0) sl_truth_topk_mark(s->fscore, P, want, s->mask, 1, s->ftmp);
     int64_t c = 0;
     for (int64_t j = 0; j < P; j++)
-        if (s->mask[j]) s->idx[c++] = j;
+        if (s->mask[j]) idx[c++] = j;
     return c;
 }
 
@@ -262,27 +277,28 @@ static void hash_chunk_scores(struct sl_sparse *s, int32_t layer, int32_t g, int
     }
 }
 
-/* Selected earlier positions of KV head g into s->idx (count returned). */
+/* Selected earlier positions of KV head g into idx (count returned). */
 static int64_t select_head(struct sl_sparse *s, const struct sl_kv_cache *kv, int32_t layer, int32_t g, int64_t n,
-                           int64_t P, int64_t k) {
+                           int64_t P, int64_t k, int64_t *idx) {
     if (s->hash && n == 1) {
         sl_hamming_scan(s->qcodes + (int64_t)g * s->G * s->W, s->G, codes_at(s, layer, g, 0), P, s->W, s->scores);
         struct sl_topk_params tk = {.k = k, .n_sink = s->p.n_sink, .n_window = s->p.n_window, .block = 1};
         return sl_topk_select(s->scores, P, sl_hamming_max_score(s->G, s->W), &tk, s->topk_work, s->topk_bytes,
-                              s->idx);
+                              idx);
     }
     if (s->hash) hash_chunk_scores(s, layer, g, n, P);
     else exact_scores(s, kv, layer, g, n, P);
-    return select_float(s, P, k);
+    return select_float(s, P, k, idx);
 }
 
-int sl_sparse_attend(struct sl_sparse *s, struct sl_backend *be, const struct sl_kv_cache *kv, int32_t layer,
+int sl_sparse_attend(struct sl_sparse *s, struct sl_backend *be, const struct sl_sparse_kv *kv, int32_t layer,
                      const float *q, int64_t n, int64_t pos0, float *out) {
-    const int32_t d = s->d, G = s->G, hq = s->hq;
-    const int64_t P = pos0, k = budget_k(s, P);
+    const int32_t d = s->d, G = s->G, hq = s->hq, hkv = s->hkv;
+    const int64_t P = pos0, k = budget_k(s, P), rows_per_head = s->max_sel + s->n_batch;
     int64_t forced = (s->p.n_sink < P ? s->p.n_sink : P) + (s->p.n_window < P ? s->p.n_window : P);
-    if (k + forced >= P) /* every earlier position would be selected: plain dense */
-        return be->attention(be, kv, layer, q, n, pos0, hq, out);
+    if (k + forced >= P && !kv->store) /* every earlier position would be selected: plain dense */
+        return be->attention(be, kv->cache, layer, q, n, pos0, hq, out);
+    if (!s->hash && !kv->cache) return sl_fail(SL_EUNSUPPORTED, "topk-exact needs the KV cache in RAM");
     double t0 = now_s();
     if (s->hash)
         for (int64_t t = 0; t < n; t++)
@@ -291,39 +307,68 @@ int sl_sparse_attend(struct sl_sparse *s, struct sl_backend *be, const struct sl
                                         s->qcodes + (t * hq + h) * s->W, s->work);
                 if (rc) return rc;
             }
-    s->st.select_s += now_s() - t0;
-    for (int32_t g = 0; g < s->hkv; g++) {
-        /* the group's query rows, contiguous */
-        for (int64_t t = 0; t < n; t++)
-            memcpy(s->qg + t * G * d, q + (t * hq + (int64_t)g * G) * d, sizeof(float) * (size_t)(G * d));
-        double t1 = now_s();
-        int64_t cnt = select_head(s, kv, layer, g, n, P, k);
-        if (cnt < 0) return (int)cnt;
-        if (!s->hash) /* exact scoring rounded qg in place: restore the queries */
+    /* 1. selection per KV head */
+    for (int32_t g = 0; g < hkv; g++) {
+        int64_t *idx = s->idx + (int64_t)g * s->max_sel;
+        if (!s->hash) /* exact scoring reads (and rounds) the group's query rows */
             for (int64_t t = 0; t < n; t++)
                 memcpy(s->qg + t * G * d, q + (t * hq + (int64_t)g * G) * d, sizeof(float) * (size_t)(G * d));
-        double t2 = now_s();
-        const uint16_t *kr = sl_kv_cache_k(kv, layer, g, 0), *vr = sl_kv_cache_v(kv, layer, g, 0);
-        for (int64_t i = 0; i < cnt; i++) {
-            memcpy(s->gk + i * d, kr + s->idx[i] * d, sizeof(uint16_t) * (size_t)d);
-            memcpy(s->gv + i * d, vr + s->idx[i] * d, sizeof(uint16_t) * (size_t)d);
+        if (k + forced >= P) { /* store: all of [0, P) */
+            for (int64_t j = 0; j < P; j++) idx[j] = j;
+            s->cnt[g] = P;
+        } else if ((s->cnt[g] = select_head(s, kv->cache, layer, g, n, P, k, idx)) < 0) {
+            return (int)s->cnt[g];
         }
-        /* then the chunk's own rows */
-        memcpy(s->gk + cnt * d, kr + pos0 * d, sizeof(uint16_t) * (size_t)(n * d));
-        memcpy(s->gv + cnt * d, vr + pos0 * d, sizeof(uint16_t) * (size_t)(n * d));
-        double t3 = now_s();
-        /* the attended rows as a one-head, one-layer cache: the dense kernel over them, the
-         * chunk at positions cnt.. of it (causal within the chunk) */
-        struct sl_kv_cache view = {.n_layer = 1, .n_head_kv = 1, .head_dim = d, .n_ctx = cnt + n, .k = s->gk, .v = s->gv};
+        SL_ASSERT(s->cnt[g] <= s->max_sel);
+    }
+    double t1 = now_s();
+    /* 2. the selected rows, then the chunk's own rows, per KV head */
+    if (kv->store) {
+        struct sl_kv_gather gs[64];
+        for (int32_t g = 0; g < hkv; g++)
+            gs[g] = (struct sl_kv_gather){.layer = layer, .head = g, .idx = s->idx + (int64_t)g * s->max_sel,
+                                          .n = s->cnt[g], .k_out = s->gk + g * rows_per_head * d,
+                                          .v_out = s->gv + g * rows_per_head * d};
+        int rc = sl_kv_store_gather(kv->store, gs, hkv);
+        if (rc) return rc;
+    }
+    for (int32_t g = 0; g < hkv; g++) {
+        uint16_t *gk = s->gk + g * rows_per_head * d, *gv = s->gv + g * rows_per_head * d;
+        const int64_t cnt = s->cnt[g];
+        if (!kv->store) {
+            const uint16_t *kr = sl_kv_cache_k(kv->cache, layer, g, 0), *vr = sl_kv_cache_v(kv->cache, layer, g, 0);
+            const int64_t *idx = s->idx + (int64_t)g * s->max_sel;
+            for (int64_t i = 0; i < cnt; i++) {
+                memcpy(gk + i * d, kr + idx[i] * d, sizeof(uint16_t) * (size_t)d);
+                memcpy(gv + i * d, vr + idx[i] * d, sizeof(uint16_t) * (size_t)d);
+            }
+            memcpy(gk + cnt * d, kr + pos0 * d, sizeof(uint16_t) * (size_t)(n * d));
+            memcpy(gv + cnt * d, vr + pos0 * d, sizeof(uint16_t) * (size_t)(n * d));
+        } else {
+            for (int64_t t = 0; t < n; t++) {
+                memcpy(gk + (cnt + t) * d, kv->ck + (t * hkv + g) * d, sizeof(uint16_t) * (size_t)d);
+                memcpy(gv + (cnt + t) * d, kv->cv + (t * hkv + g) * d, sizeof(uint16_t) * (size_t)d);
+            }
+        }
+    }
+    double t2 = now_s();
+    /* 3. attention per KV head: the attended rows as a one-head, one-layer cache, the dense
+     * kernel over them, the chunk at positions cnt.. of it (causal within the chunk) */
+    for (int32_t g = 0; g < hkv; g++) {
+        const int64_t cnt = s->cnt[g];
+        for (int64_t t = 0; t < n; t++)
+            memcpy(s->qg + t * G * d, q + (t * hq + (int64_t)g * G) * d, sizeof(float) * (size_t)(G * d));
+        struct sl_kv_cache view = {.n_layer = 1, .n_head_kv = 1, .head_dim = d, .n_ctx = cnt + n,
+                                   .k = s->gk + g * rows_per_head * d, .v = s->gv + g * rows_per_head * d};
         int rc = be->attention(be, &view, 0, s->qg, n, cnt, G, s->og);
         if (rc) return rc;
         for (int64_t t = 0; t < n; t++)
             memcpy(out + (t * hq + (int64_t)g * G) * d, s->og + t * G * d, sizeof(float) * (size_t)(G * d));
-        s->st.select_s += t2 - t1;
-        s->st.gather_s += t3 - t2;
         s->st.selected += cnt;
         s->st.candidates += P;
     }
+    s->st.select_s += t1 - t0;
+    s->st.gather_s += t2 - t1;
     s->st.sparse_calls++;
     return 0;
 }

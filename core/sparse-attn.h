@@ -23,6 +23,7 @@
 #include "core/backend.h"
 #include "core/kv-cache.h"
 #include "spotlight/context.h"
+#include "spotlight/kv-store.h"
 #include "spotlight/model.h"
 
 struct sl_sparse;
@@ -41,10 +42,19 @@ int sl_sparse_add_keys(struct sl_sparse *s, int32_t layer, int64_t pos0, int64_t
 /* Whether an eval of n tokens attends sparsely at this layer. */
 bool sl_sparse_applies(const struct sl_sparse *s, int32_t layer, int64_t n);
 
-/* Attention of n query rows q (n, n_head * head_dim) at positions pos0.. (their K/V already
- * in kv) over the earlier positions selected per KV head plus the rows themselves (causal),
- * into out (n, n_head * head_dim). n <= the n_batch given at creation. */
-int sl_sparse_attend(struct sl_sparse *s, struct sl_backend *be, const struct sl_kv_cache *kv, int32_t layer,
+/* Where the attended rows come from: the RAM cache (the chunk's rows already written into
+ * it), or a KV store holding [0, pos0) committed, with the chunk's own rows in ck, cv
+ * (n, n_head_kv, head_dim) f16. */
+struct sl_sparse_kv {
+    const struct sl_kv_cache *cache; /* RAM mode; NULL with a store */
+    sl_kv_store_t store;
+    const uint16_t *ck, *cv;
+};
+
+/* Attention of n query rows q (n, n_head * head_dim) at positions pos0.. over the earlier
+ * positions selected per KV head plus the rows themselves (causal), into out
+ * (n, n_head * head_dim). n <= the n_batch given at creation. */
+int sl_sparse_attend(struct sl_sparse *s, struct sl_backend *be, const struct sl_sparse_kv *kv, int32_t layer,
                      const float *q, int64_t n, int64_t pos0, float *out);
 
 void sl_sparse_stats(const struct sl_sparse *s, struct sl_attn_stats *out);

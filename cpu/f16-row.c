@@ -179,3 +179,7 @@ void sl_f16_axpy(float a, const uint16_t *h, float *y, int64_t n) {
 void sl_round_to_f16(float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) x[i] = sl_f16_to_f32(sl_f32_to_f16(x[i]));
 }
+
+void sl_f32_to_f16_row(const float *x, uint16_t *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = sl_f32_to_f16(x[i]);
+}

@@ -20,5 +20,7 @@ float sl_exp_sub_sum(float *x, int64_t n, float m);
 
 /* Rounds x to f16 precision in place (what f16 K/V see of a query). */
 void sl_round_to_f16(float *x, int64_t n);
+/* y = x rounded to f16 (round to nearest even, as the KV cache stores it). */
+void sl_f32_to_f16_row(const float *x, uint16_t *y, int64_t n);
 
 #endif

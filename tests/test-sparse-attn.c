@@ -176,7 +176,7 @@ static void check_mode(struct sl_attn_params p, sl_hash *h_for_reference) {
             for (int64_t n = 1; n <= NMAX; n += NMAX - 1) {
                 for (int i = 0; i < n * HQ * D; i++) q[i] = (float)(gauss() + (i % 7 == 0 ? 1.5 : 0.0));
                 cr_assert(sl_sparse_applies(sp, layer, n));
-                cr_assert_eq(sl_sparse_attend(sp, be, &kv, layer, q, n, positions[pi], out), 0, "%s", sl_error_detail());
+                cr_assert_eq(sl_sparse_attend(sp, be, &(struct sl_sparse_kv){.cache = &kv}, layer, q, n, positions[pi], out), 0, "%s", sl_error_detail());
                 calls++;
                 for (int32_t g = 0; g < HKV; g++) {
                     int64_t count;
@@ -197,7 +197,7 @@ static void check_mode(struct sl_attn_params p, sl_hash *h_for_reference) {
               (long)st.candidates);
     /* early on, the budget covers everything: dense, the same numbers as the dense kernel */
     float dense[HQ * D];
-    cr_assert_eq(sl_sparse_attend(sp, be, &kv, 1, q, 1, 10, out), 0);
+    cr_assert_eq(sl_sparse_attend(sp, be, &(struct sl_sparse_kv){.cache = &kv}, 1, q, 1, 10, out), 0);
     cr_assert_eq(be->attention(be, &kv, 1, q, 1, 10, HQ, dense), 0);
     cr_assert_arr_eq(out, dense, sizeof dense);
     be->free(be);

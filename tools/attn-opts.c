@@ -8,11 +8,19 @@
 
 #include "tools/cli.h"
 
-enum { O_ATTN = ATTN_OPT_FIRST, O_BUDGET, O_MINTOK, O_SINKS, O_WINDOW, O_DENSE, O_BITS, O_HASH, O_SPREFILL };
+enum { O_ATTN = ATTN_OPT_FIRST, O_BUDGET, O_MINTOK, O_SINKS, O_WINDOW, O_DENSE, O_BITS, O_HASH, O_SPREFILL, O_KV,
+       O_CACHE_MB };
 
 void attn_opts_init(struct attn_opts *a) {
     a->p = sl_attn_default_params(SL_ATTN_DENSE);
     a->hash = NULL;
+    a->kv_path = NULL;
+    a->kv_ram_budget = 0;
+}
+
+void attn_opts_context(const struct attn_opts *a, struct sl_context_params *cp) {
+    cp->kv_path = a->kv_path;
+    cp->kv_ram_budget = a->kv_ram_budget;
 }
 
 void attn_opts_table(struct option *opts, int *n) {
@@ -21,7 +29,8 @@ void attn_opts_table(struct option *opts, int *n) {
         {"min-tokens", required_argument, 0, O_MINTOK}, {"sinks", required_argument, 0, O_SINKS},
         {"window", required_argument, 0, O_WINDOW},     {"dense-layers", required_argument, 0, O_DENSE},
         {"bits", required_argument, 0, O_BITS},         {"hash", required_argument, 0, O_HASH},
-        {"sparse-prefill", no_argument, 0, O_SPREFILL}};
+        {"sparse-prefill", no_argument, 0, O_SPREFILL}, {"kv", required_argument, 0, O_KV},
+        {"cache-mb", required_argument, 0, O_CACHE_MB}};
     for (int i = 0; i < ATTN_OPT_COUNT; i++) opts[(*n)++] = mine[i];
 }
 
@@ -73,6 +82,18 @@ int attn_opts_parse(const char *cmd, int c, const char *arg, struct attn_opts *a
         return 0;
     case O_HASH: a->hash = arg; return 0;
     case O_SPREFILL: a->p.sparse_prefill = true; return 0;
+    case O_KV:
+        if (!strcmp(arg, "ram")) a->kv_path = NULL;
+        else if (!strncmp(arg, "file:", 5) && arg[5]) a->kv_path = arg + 5;
+        else {
+            fprintf(stderr, "spotlight %s: --kv must be ram or file:PATH\n", cmd);
+            return 2;
+        }
+        return 0;
+    case O_CACHE_MB:
+        if (cli_parse_i64(cmd, "--cache-mb", arg, 1, 1 << 24, &v)) return 2;
+        a->kv_ram_budget = v << 20;
+        return 0;
     default: return -1;
     }
 }
@@ -88,11 +109,20 @@ void attn_opts_usage(FILE *f) {
                "      --bits B            simhash code bits; spotlight: which hash file (default 64)\n"
                "      --hash FILE         spotlight hash file (default <cache>/hash/<model file>.b<B>.slhash,\n"
                "                          made by tools/make-hash.sh)\n"
-               "      --sparse-prefill    prefill chunks attend sparsely too (inputs beyond dense reach)\n");
+               "      --sparse-prefill    prefill chunks attend sparsely too (inputs beyond dense reach)\n"
+               "      --kv ram|file:PATH  where K/V live: RAM (default), or a store file read with io_uring\n"
+               "                          behind a block cache (spotlight/simhash; implies --sparse-prefill)\n"
+               "      --cache-mb N        RAM the file store may use, cache included (default 256)\n");
 }
 
 int attn_opts_apply(const char *cmd, struct attn_opts *a, sl_context *ctx, const char *model_path) {
-    if (a->p.mode == SL_ATTN_DENSE) return 0;
+    if (a->p.mode == SL_ATTN_DENSE) {
+        if (a->kv_path) {
+            fprintf(stderr, "spotlight %s: --kv file:PATH needs --attn spotlight or simhash\n", cmd);
+            return -1;
+        }
+        return 0;
+    }
     char hash[8400], cache[4096];
     if (a->p.mode == SL_ATTN_SPOTLIGHT) {
         if (a->hash) snprintf(hash, sizeof hash, "%s", a->hash);

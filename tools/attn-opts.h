@@ -1,7 +1,8 @@
 /* The sparse-attention options every command that evaluates the model shares (generate,
  * perplexity, ...): parsing and applying them to a context.
  *   --attn dense|spotlight|simhash|topk-exact  --budget 2%|0.02  --min-tokens N  --sinks N
- *   --window N  --dense-layers N  --bits B  --hash FILE  --sparse-prefill */
+ *   --window N  --dense-layers N  --bits B  --hash FILE  --sparse-prefill
+ *   --kv ram|file:PATH  --cache-mb N      (where K/V live: context params, see context.h) */
 #ifndef SL_TOOLS_ATTN_OPTS_H
 #define SL_TOOLS_ATTN_OPTS_H
 
@@ -12,11 +13,13 @@
 
 /* getopt_long codes of the options: ATTN_OPT_FIRST .. ATTN_OPT_FIRST + ATTN_OPT_COUNT - 1. */
 #define ATTN_OPT_FIRST 1000
-#define ATTN_OPT_COUNT 9
+#define ATTN_OPT_COUNT 11
 
 struct attn_opts {
     struct sl_attn_params p;
-    const char *hash; /* --hash, else the cache's file for the model and --bits */
+    const char *hash;      /* --hash, else the cache's file for the model and --bits */
+    const char *kv_path;   /* --kv file:PATH; NULL for --kv ram (default) */
+    int64_t kv_ram_budget; /* --cache-mb, in bytes; 0: the store's default */
 };
 
 void attn_opts_init(struct attn_opts *a);
@@ -26,6 +29,8 @@ void attn_opts_table(struct option *opts, int *n);
 int attn_opts_parse(const char *cmd, int c, const char *arg, struct attn_opts *a);
 /* The help lines. */
 void attn_opts_usage(FILE *f);
+/* Copies --kv and --cache-mb into context parameters (before sl_context_create). */
+void attn_opts_context(const struct attn_opts *a, struct sl_context_params *cp);
 /* Applies the mode to a fresh context (no-op for dense): 0, or -1 after an error line. */
 int attn_opts_apply(const char *cmd, struct attn_opts *a, sl_context *ctx, const char *model_path);
 const char *attn_mode_name(enum sl_attn_mode m);

@@ -258,6 +258,7 @@ int cmd_generate(int argc, char **argv) {
     cp.n_ctx = n_ctx;
     cp.n_threads = o.n_threads;
     cp.n_batch = o.n_batch;
+    attn_opts_context(&o.attn, &cp);
     if ((rc = sl_context_create(m, &cp, &ctx)) || (rc = sl_sampler_create(&o.sp, cfg->n_vocab, &smp))) {
         cli_report("setup", rc);
         goto done;

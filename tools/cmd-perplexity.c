@@ -125,6 +125,7 @@ int cmd_perplexity(int argc, char **argv) {
     cp.n_ctx = n_ctx;
     cp.n_batch = (int32_t)(n_batch < n_ctx ? n_batch : n_ctx);
     cp.n_threads = (int32_t)n_threads;
+    attn_opts_context(&attn, &cp);
     if ((rc = sl_context_create(m, &cp, &ctx))) {
         cli_report("context", rc);
         goto done;

@@ -23,6 +23,13 @@ struct sl_context_params {
     int64_t n_ctx;     /* KV capacity in tokens (0: the model's trained context) */
     int32_t n_threads; /* <= 0: one per physical core */
     int32_t n_batch;   /* prefill chunk size in tokens */
+    /* K/V off RAM: a KV store file (include/spotlight/kv-store.h, file tier, created or
+     * replaced) holds every position; only the dense layers keep theirs in RAM too, and the
+     * store's cache lives within kv_ram_budget bytes (0: 256 MiB). Needs a sparse attention
+     * mode other than topk-exact, set before the first eval; prefill then attends sparsely
+     * (sparse_prefill is implied). NULL: K/V in RAM. */
+    const char *kv_path;
+    int64_t kv_ram_budget;
 };
 
 struct sl_context_params sl_context_default_params(void);
@@ -95,6 +102,8 @@ struct sl_attn_stats {
     double select_s;          /* seconds in query hashing, scan and top-k */
     double gather_s;          /* seconds gathering the selected K/V */
     int64_t code_bytes;       /* bytes of resident key codes */
+    /* with kv_path: the store's reads since creation */
+    int64_t kv_bytes_read, kv_cache_hits, kv_cache_misses, kv_ram_bytes, kv_disk_bytes;
 };
 void sl_context_attn_stats(const sl_context *c, struct sl_attn_stats *out);
 
