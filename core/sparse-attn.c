@@ -46,7 +46,7 @@ static double now_s(void) {
 struct sl_attn_params sl_attn_default_params(enum sl_attn_mode mode) {
     return (struct sl_attn_params){.mode = mode, .budget = 0.02f, .min_tokens = 64, .n_sink = 4,
                                    .n_window = 64, .dense_layers = 2, .bits = 64, .sparse_prefill = false,
-                                   .hash_path = NULL};
+                                   .block = 1, .hash_path = NULL};
 }
 
 void sl_sparse_free(struct sl_sparse *s) {
@@ -79,6 +79,8 @@ static int check_params(const struct sl_attn_params *p, const struct sl_model_co
         return sl_fail(SL_EINVAL, "attention: budget %g is not a fraction in (0, 1]", p->budget);
     if (p->min_tokens < 0 || p->n_sink < 0 || p->n_window < 0 || p->dense_layers < 0)
         return sl_fail(SL_EINVAL, "attention: negative min_tokens, sinks, window or dense layers");
+    if (p->block < 1 || p->block > 256 || (p->block & (p->block - 1)))
+        return sl_fail(SL_EINVAL, "attention: block %d is not a power of two in 1..256", p->block);
     if (p->dense_layers > cfg->n_layer)
         return sl_fail(SL_EINVAL, "attention: %d dense layers of %d", p->dense_layers, cfg->n_layer);
     if (p->mode == SL_ATTN_SIMHASH && (p->bits < 32 || p->bits % 32 || p->bits > 1024))
@@ -138,7 +140,8 @@ int sl_sparse_create(const struct sl_attn_params *p, const struct sl_model_confi
      * those cover all of [0, P) there are only P <= that many). */
     int64_t kmax = sl_truth_budget_k(p->budget, n_ctx);
     if (kmax < p->min_tokens) kmax = p->min_tokens;
-    s->max_sel = kmax + p->n_sink + p->n_window < n_ctx ? kmax + p->n_sink + p->n_window : n_ctx;
+    const int64_t most = kmax + p->block + p->n_sink + p->n_window; /* kb whole blocks <= k + block */
+    s->max_sel = most < n_ctx ? most : n_ctx;
     const int64_t rows_per_head = s->max_sel + n_batch;
     s->idx = malloc(sizeof(int64_t) * (size_t)(s->hkv * s->max_sel));
     s->cnt = malloc(sizeof(int64_t) * (size_t)s->hkv);
@@ -169,7 +172,7 @@ int sl_sparse_create(const struct sl_attn_params *p, const struct sl_model_confi
         s->qcodes = malloc(sizeof(uint64_t) * (size_t)(n_batch * s->hq * s->W));
         s->scores = malloc(sizeof(uint16_t) * (size_t)n_ctx);
         s->lut = malloc(sizeof(float) * (size_t)(8 * s->W * 256));
-        s->topk_bytes = sl_topk_workspace_bytes(n_ctx, sl_hamming_max_score(s->G, s->W), 1);
+        s->topk_bytes = sl_topk_workspace_bytes(n_ctx, sl_hamming_max_score(s->G, s->W), p->block);
         s->topk_work = malloc(s->topk_bytes ? s->topk_bytes : 1);
         ok = ok && s->codes && s->work && s->rows && s->qcodes && s->scores && s->lut && s->topk_work;
         s->st.code_bytes = ok ? (int64_t)(words * sizeof(uint64_t)) : 0;
@@ -211,19 +214,41 @@ static int64_t budget_k(const struct sl_sparse *s, int64_t P) {
     return k < s->p.min_tokens ? s->p.min_tokens : k;
 }
 
-/* Float scores of [0, P) in s->fscore -> s->idx: forced sinks and window, then the top k of
- * the rest (ties toward later positions), ascending. */
+/* Float scores of [0, P) in s->fscore -> idx, ascending: the forced sinks and window, and
+ * the top k of the other positions (ties toward later ones); or, with blocks, the
+ * ceil(k / block) blocks with the highest best score over all their positions (ties toward
+ * later blocks), as cpu/topk.h selects from integer scores. */
 static int64_t select_float(struct sl_sparse *s, int64_t P, int64_t k, int64_t *idx) {
     if (P <= 0) return 0;
-    int64_t forced = 0;
-    for (int64_t j = 0; j < P; j++)
-        if (j < s->p.n_sink || j >= P - s->p.n_window) s->fscore[j] = INFINITY, forced++;
-    int64_t want = forced + k < P ? forced + k : P;
+    const int64_t B = s->p.block;
     memset(s->mask, 0, (size_t)P);
-    if (want > 0) sl_truth_topk_mark(s->fscore, P, want, s->mask, 1, s->ftmp);
+    if (B == 1) {
+        int64_t forced = 0;
+        for (int64_t j = 0; j < P; j++)
+            if (j < s->p.n_sink || j >= P - s->p.n_window) s->fscore[j] = INFINITY, forced++;
+        int64_t want = forced + k < P ? forced + k : P;
+        if (want > 0) sl_truth_topk_mark(s->fscore, P, want, s->mask, 1, s->ftmp);
+    } else {
+        const int64_t nb = (P + B - 1) / B, kb = (k + B - 1) / B;
+        for (int64_t b = 0; b < nb; b++) {
+            float m = -INFINITY;
+            for (int64_t j = b * B; j < (b + 1) * B && j < P; j++) m = fmaxf(m, s->fscore[j]);
+            s->ftmp[b] = m;
+        }
+        /* block choices in mask[0, nb) first (bit 2), expanded below */
+        if (kb > 0) sl_truth_topk_mark(s->ftmp, nb, kb < nb ? kb : nb, s->mask, 2, s->fscore);
+        for (int64_t b = nb - 1; b >= 0; b--) {
+            const uint8_t chosen = s->mask[b] & 2;
+            s->mask[b] &= (uint8_t)~2u;
+            if (chosen)
+                for (int64_t j = b * B; j < (b + 1) * B && j < P; j++) s->mask[j] |= 1;
+        }
+        for (int64_t j = 0; j < P; j++)
+            if (j < s->p.n_sink || j >= P - s->p.n_window) s->mask[j] |= 1;
+    }
     int64_t c = 0;
     for (int64_t j = 0; j < P; j++)
-        if (s->mask[j]) idx[c++] = j;
+        if (s->mask[j] & 1) idx[c++] = j;
     return c;
 }
 
@@ -282,7 +307,7 @@ static int64_t select_head(struct sl_sparse *s, const struct sl_kv_cache *kv, in
                            int64_t P, int64_t k, int64_t *idx) {
     if (s->hash && n == 1) {
         sl_hamming_scan(s->qcodes + (int64_t)g * s->G * s->W, s->G, codes_at(s, layer, g, 0), P, s->W, s->scores);
-        struct sl_topk_params tk = {.k = k, .n_sink = s->p.n_sink, .n_window = s->p.n_window, .block = 1};
+        struct sl_topk_params tk = {.k = k, .n_sink = s->p.n_sink, .n_window = s->p.n_window, .block = s->p.block};
         return sl_topk_select(s->scores, P, sl_hamming_max_score(s->G, s->W), &tk, s->topk_work, s->topk_bytes,
                               idx);
     }
@@ -364,12 +389,18 @@ int sl_sparse_attend(struct sl_sparse *s, struct sl_backend *be, const struct sl
         if (rc) return rc;
         for (int64_t t = 0; t < n; t++)
             memcpy(out + (t * hq + (int64_t)g * G) * d, s->og + t * G * d, sizeof(float) * (size_t)(G * d));
-        s->st.selected += cnt;
-        s->st.candidates += P;
+        if (n == 1) s->st.selected += cnt, s->st.candidates += P;
+        else s->st.prefill_selected += cnt, s->st.prefill_candidates += P;
     }
-    s->st.select_s += t1 - t0;
-    s->st.gather_s += t2 - t1;
-    s->st.sparse_calls++;
+    if (n == 1) {
+        s->st.select_s += t1 - t0;
+        s->st.gather_s += t2 - t1;
+        s->st.sparse_calls++;
+    } else {
+        s->st.prefill_select_s += t1 - t0;
+        s->st.prefill_gather_s += t2 - t1;
+        s->st.prefill_calls++;
+    }
     return 0;
 }
 

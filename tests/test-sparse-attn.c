@@ -100,12 +100,26 @@ static void reference(const struct sl_kv_cache *kv, const sl_hash *h, const stru
     struct ranked *r = malloc(sizeof *r * (size_t)(P + 1));
     char *sel = calloc((size_t)(P + n), 1);
     int64_t m = 0;
-    for (int64_t j = 0; j < P; j++) {
-        if (j < p->n_sink || j >= P - p->n_window) sel[j] = 1;
-        else r[m++] = (struct ranked){score[j], j};
+    if (p->block == 1) {
+        for (int64_t j = 0; j < P; j++) {
+            if (j < p->n_sink || j >= P - p->n_window) sel[j] = 1;
+            else r[m++] = (struct ranked){score[j], j};
+        }
+        qsort(r, (size_t)m, sizeof *r, later_first);
+        for (int64_t i = 0; i < k && i < m; i++) sel[r[i].j] = 1;
+    } else { /* blocks by their best position (forced ones included), then the forced positions */
+        const int64_t B = p->block, nb = (P + B - 1) / B, kb = (k + B - 1) / B;
+        for (int64_t b = 0; b < nb; b++) {
+            double best = -INFINITY;
+            for (int64_t j = b * B; j < (b + 1) * B && j < P; j++) best = fmax(best, score[j]);
+            r[m++] = (struct ranked){best, b};
+        }
+        qsort(r, (size_t)m, sizeof *r, later_first);
+        for (int64_t i = 0; i < kb && i < m; i++)
+            for (int64_t j = r[i].j * B; j < (r[i].j + 1) * B && j < P; j++) sel[j] = 1;
+        for (int64_t j = 0; j < P; j++)
+            if (j < p->n_sink || j >= P - p->n_window) sel[j] = 1;
     }
-    qsort(r, (size_t)m, sizeof *r, later_first);
-    for (int64_t i = 0; i < k && i < m; i++) sel[r[i].j] = 1;
     *count = 0;
     for (int64_t j = 0; j < P; j++) *count += sel[j];
     for (int64_t t = 0; t < n; t++) {
@@ -192,9 +206,11 @@ static void check_mode(struct sl_attn_params p, sl_hash *h_for_reference) {
     cr_assert(!sl_sparse_applies(sp, 0, 1), "dense layers stay dense");
     struct sl_attn_stats st;
     sl_sparse_stats(sp, &st);
-    cr_assert_eq(st.sparse_calls, calls);
-    cr_assert(st.selected < st.candidates / 5, "a 5%% budget selects few: %ld of %ld", (long)st.selected,
-              (long)st.candidates);
+    cr_assert_eq(st.sparse_calls + st.prefill_calls, calls);
+    cr_assert_eq(st.sparse_calls, calls / 2, "half the calls were single tokens");
+    cr_assert(st.selected + st.prefill_selected < (st.candidates + st.prefill_candidates) / 5,
+              "a 5%% budget selects few: %ld of %ld", (long)(st.selected + st.prefill_selected),
+              (long)(st.candidates + st.prefill_candidates));
     /* early on, the budget covers everything: dense, the same numbers as the dense kernel */
     float dense[HQ * D];
     cr_assert_eq(sl_sparse_attend(sp, be, &(struct sl_sparse_kv){.cache = &kv}, 1, q, 1, 10, out), 0);
@@ -209,6 +225,8 @@ Test(sparse_attn, topk_exact_matches_brute_force) {
     struct sl_attn_params p = sl_attn_default_params(SL_ATTN_TOPK_EXACT);
     p.budget = 0.05f, p.min_tokens = 8, p.n_sink = 2, p.n_window = 5, p.dense_layers = 1;
     check_mode(p, NULL);
+    p.block = 8; /* block-level selection */
+    check_mode(p, NULL);
 }
 
 Test(sparse_attn, simhash_matches_brute_force) {
@@ -219,6 +237,8 @@ Test(sparse_attn, simhash_matches_brute_force) {
     hp.seed = 0;
     sl_hash *h;
     cr_assert_eq(sl_hash_create(&hp, &h), 0);
+    check_mode(p, h);
+    p.block = 16;
     check_mode(p, h);
     sl_hash_free(h);
 }
@@ -266,6 +286,9 @@ Test(sparse_attn, bad_parameters) {
     cr_assert_eq(sl_sparse_create(&p, &cfg, fp, 100, 8, &sp), SL_EINVAL);
     p.budget = 0.1f, p.bits = 48;
     cr_assert_eq(sl_sparse_create(&p, &cfg, fp, 100, 8, &sp), SL_EINVAL);
+    p.bits = 64, p.block = 12;
+    cr_assert_eq(sl_sparse_create(&p, &cfg, fp, 100, 8, &sp), SL_EINVAL, "block not a power of two");
+    p.block = 1;
     p.bits = 64, p.dense_layers = L + 1;
     cr_assert_eq(sl_sparse_create(&p, &cfg, fp, 100, 8, &sp), SL_EINVAL);
     p = sl_attn_default_params(SL_ATTN_SPOTLIGHT);

@@ -9,7 +9,7 @@
 #include "tools/cli.h"
 
 enum { O_ATTN = ATTN_OPT_FIRST, O_BUDGET, O_MINTOK, O_SINKS, O_WINDOW, O_DENSE, O_BITS, O_HASH, O_SPREFILL, O_KV,
-       O_CACHE_MB };
+       O_CACHE_MB, O_BLOCK };
 
 void attn_opts_init(struct attn_opts *a) {
     a->p = sl_attn_default_params(SL_ATTN_DENSE);
@@ -30,7 +30,7 @@ void attn_opts_table(struct option *opts, int *n) {
         {"window", required_argument, 0, O_WINDOW},     {"dense-layers", required_argument, 0, O_DENSE},
         {"bits", required_argument, 0, O_BITS},         {"hash", required_argument, 0, O_HASH},
         {"sparse-prefill", no_argument, 0, O_SPREFILL}, {"kv", required_argument, 0, O_KV},
-        {"cache-mb", required_argument, 0, O_CACHE_MB}};
+        {"cache-mb", required_argument, 0, O_CACHE_MB}, {"block", required_argument, 0, O_BLOCK}};
     for (int i = 0; i < ATTN_OPT_COUNT; i++) opts[(*n)++] = mine[i];
 }
 
@@ -90,6 +90,14 @@ int attn_opts_parse(const char *cmd, int c, const char *arg, struct attn_opts *a
             return 2;
         }
         return 0;
+    case O_BLOCK:
+        if (cli_parse_i64(cmd, "--block", arg, 1, 256, &v)) return 2;
+        if (v & (v - 1)) {
+            fprintf(stderr, "spotlight %s: --block must be a power of two\n", cmd);
+            return 2;
+        }
+        a->p.block = (int32_t)v;
+        return 0;
     case O_CACHE_MB:
         if (cli_parse_i64(cmd, "--cache-mb", arg, 1, 1 << 24, &v)) return 2;
         a->kv_ram_budget = v << 20;
@@ -109,6 +117,8 @@ void attn_opts_usage(FILE *f) {
                "      --bits B            simhash code bits; spotlight: which hash file (default 64)\n"
                "      --hash FILE         spotlight hash file (default <cache>/hash/<model file>.b<B>.slhash,\n"
                "                          made by tools/make-hash.sh)\n"
+               "      --block N           select blocks of N positions (a power of two) instead of tokens\n"
+               "                          (default 1; 16 matches the KV store's blocks)\n"
                "      --sparse-prefill    prefill chunks attend sparsely too (inputs beyond dense reach)\n"
                "      --kv ram|file:PATH  where K/V live: RAM (default), or a store file read with io_uring\n"
                "                          behind a block cache (spotlight/simhash; implies --sparse-prefill)\n"

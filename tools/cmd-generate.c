@@ -208,6 +208,19 @@ static void print_stats_json(const struct gen_output *out, const int32_t *gen, c
         json_num(&w, "select_us_per_layer", s->attn.sparse_calls ? 1e6 * s->attn.select_s / (double)s->attn.sparse_calls : 0);
         json_num(&w, "gather_us_per_layer", s->attn.sparse_calls ? 1e6 * s->attn.gather_s / (double)s->attn.sparse_calls : 0);
         json_int(&w, "code_bytes", s->attn.code_bytes);
+        json_int(&w, "block", o->attn.p.block);
+        json_int(&w, "prefill_sparse_calls", s->attn.prefill_calls);
+        json_num(&w, "prefill_select_us_per_call",
+                 s->attn.prefill_calls ? 1e6 * s->attn.prefill_select_s / (double)s->attn.prefill_calls : 0);
+        json_num(&w, "prefill_gather_us_per_call",
+                 s->attn.prefill_calls ? 1e6 * s->attn.prefill_gather_s / (double)s->attn.prefill_calls : 0);
+        if (o->attn.kv_path) {
+            json_int(&w, "kv_bytes_read", s->attn.kv_bytes_read);
+            json_num(&w, "kv_cache_hit_rate", s->attn.kv_cache_hits + s->attn.kv_cache_misses
+                     ? (double)s->attn.kv_cache_hits / (double)(s->attn.kv_cache_hits + s->attn.kv_cache_misses) : 0);
+            json_int(&w, "kv_ram_bytes", s->attn.kv_ram_bytes);
+            json_int(&w, "kv_disk_bytes", s->attn.kv_disk_bytes);
+        }
     }
     json_obj_end(&w);
     json_int(&w, "peak_rss_bytes", s->peak_rss);
@@ -274,9 +287,22 @@ int cmd_generate(int argc, char **argv) {
     for (int64_t i = 0; i < n_prompt; i++) sl_sampler_accept(smp, ids[i]);
 
     double t1 = cli_now();
-    if ((rc = sl_context_eval(ctx, ids, n_prompt, false))) {
-        cli_report("prefill", rc);
-        goto done;
+    /* long prompts in slices, with a progress line: tokens, tok/s, ETA */
+    const int64_t slice = n_prompt > 8192 ? 4096 : n_prompt;
+    for (int64_t done_tok = 0; done_tok < n_prompt;) {
+        int64_t m = n_prompt - done_tok < slice ? n_prompt - done_tok : slice;
+        if ((rc = sl_context_eval(ctx, ids + done_tok, m, false))) {
+            if (slice < n_prompt) fputc('\n', stderr);
+            cli_report("prefill", rc);
+            goto done;
+        }
+        done_tok += m;
+        if (slice < n_prompt) {
+            double el = cli_now() - t1, rate = (double)done_tok / el;
+            fprintf(stderr, "\rprefill: %" PRId64 " / %" PRId64 " tokens  %.1f tok/s  ETA %.0f s   ", done_tok, n_prompt,
+                    rate, (double)(n_prompt - done_tok) / rate);
+            if (done_tok == n_prompt) fputc('\n', stderr);
+        }
     }
     st.t_prefill = cli_now() - t1;
     struct sl_detok dt;
@@ -329,6 +355,11 @@ int cmd_generate(int argc, char **argv) {
                     attn_mode_name(o.attn.p.mode), o.attn.p.budget, 100.0 * (double)st.attn.selected / (double)st.attn.candidates,
                     1e6 * st.attn.select_s / (double)st.attn.sparse_calls,
                     1e6 * st.attn.gather_s / (double)st.attn.sparse_calls, st.attn.code_bytes / 1e6, st.peak_rss / 1e6);
+        if (o.attn.kv_path && st.attn.kv_cache_hits + st.attn.kv_cache_misses)
+            fprintf(stderr, "spotlight: KV store: %.1f MB read, cache hit rate %.1f%%, %.1f MB in RAM, %.1f MB on disk\n",
+                    st.attn.kv_bytes_read / 1e6,
+                    100.0 * (double)st.attn.kv_cache_hits / (double)(st.attn.kv_cache_hits + st.attn.kv_cache_misses),
+                    st.attn.kv_ram_bytes / 1e6, st.attn.kv_disk_bytes / 1e6);
     }
     status = 0;
 done:

@@ -87,20 +87,28 @@ struct sl_attn_params {
     int32_t dense_layers;   /* layers 0 .. dense_layers-1 stay dense */
     int32_t bits;           /* simhash code bits (a multiple of 32) */
     bool sparse_prefill;    /* prefill chunks attend sparsely too */
+    int32_t block;          /* selection granularity: 1 = tokens; a power of two = blocks of that
+                               many positions, scored by their best position (the KV store reads
+                               16-position blocks: block 16 fetches no unused rows) */
     const char *hash_path;  /* spotlight: the hash file (its model fingerprint must match) */
 };
 
-/* Spotlight defaults: budget 2%, at least 64 tokens, 4 sinks, 64 recent, 2 dense layers, 64 bits. */
+/* Spotlight defaults: budget 2%, at least 64 tokens, 4 sinks, 64 recent, 2 dense layers, 64 bits,
+ * token-level selection. */
 struct sl_attn_params sl_attn_default_params(enum sl_attn_mode mode);
 int sl_context_set_attention(sl_context *c, const struct sl_attn_params *p);
 
-/* Retrieval statistics since the context was created (zeros in dense mode). */
+/* Retrieval statistics since the context was created (zeros in dense mode), for decode
+ * (single tokens) and prefill chunks apart. */
 struct sl_attn_stats {
-    int64_t sparse_calls;     /* (chunk or token, layer) attention calls that were sparse */
+    int64_t sparse_calls;     /* decode (token, layer) attention calls that were sparse */
     int64_t selected;         /* positions attended, summed over those calls and KV heads */
     int64_t candidates;       /* positions available, summed likewise */
     double select_s;          /* seconds in query hashing, scan and top-k */
     double gather_s;          /* seconds gathering the selected K/V */
+    int64_t prefill_calls;    /* the same for sparse prefill (chunk, layer) calls */
+    int64_t prefill_selected, prefill_candidates;
+    double prefill_select_s, prefill_gather_s;
     int64_t code_bytes;       /* bytes of resident key codes */
     /* with kv_path: the store's reads since creation */
     int64_t kv_bytes_read, kv_cache_hits, kv_cache_misses, kv_ram_bytes, kv_disk_bytes;
