@@ -38,6 +38,7 @@ struct sl_context {
     /* K/V in a store (params.kv_path): created by sl_context_set_attention */
     char *kv_path;
     int64_t kv_ram_budget;
+    bool kv_resume;
     sl_kv_store_t store;
     int32_t ram_layers;        /* layers whose K/V the RAM cache holds: all, or the dense ones */
     uint16_t *k16, *v16;       /* (n_batch, n_head_kv * head_dim) the chunk's K/V in f16 */
@@ -69,6 +70,7 @@ int sl_context_create(const sl_model *m, const struct sl_context_params *p, sl_c
     ctx->n_batch = pp.n_batch;
     ctx->ram_layers = c->n_layer;
     ctx->kv_ram_budget = pp.kv_ram_budget;
+    ctx->kv_resume = pp.kv_resume;
     int rc = sl_backend_create(pp.n_threads, &ctx->be);
     if (!rc && pp.kv_path && !(ctx->kv_path = strdup(pp.kv_path))) rc = sl_fail(SL_ENOMEM, "out of memory");
     if (!rc && pp.kv_path) /* the cache holds the dense layers only, sized when the mode is set */
@@ -110,6 +112,7 @@ void sl_context_free(sl_context *c) {
     if (!c) return;
     if (c->be) c->be->free(c->be);
     sl_sparse_free(c->sparse);
+    if (c->store) sl_kv_store_close(c->store); /* synced, so a later context can resume it */
     sl_kv_store_free(c->store);
     free(c->kv_path);
     free(c->k16);
@@ -259,7 +262,7 @@ int64_t sl_context_host_bytes(const sl_context *c) {
 }
 
 /* The store file and the RAM cache of the dense layers (replacing what an earlier call made). */
-static int open_store(sl_context *c, int32_t dense_layers, const uint8_t fp[32]) {
+static int open_store(sl_context *c, int32_t dense_layers, const uint8_t fp[32], struct sl_sparse *sparse) {
     const struct sl_model_config *cfg = c->cfg;
     sl_kv_store_free(c->store);
     c->store = NULL;
@@ -282,7 +285,32 @@ static int open_store(sl_context *c, int32_t dense_layers, const uint8_t fp[32])
     memcpy(sp.fingerprint, fp, 32);
     sp.ram_budget = c->kv_ram_budget;
     if (sp.max_pending < c->n_batch) sp.max_pending = c->n_batch;
-    return sl_kv_store_create(&shape, &sp, &c->store);
+    if (!c->kv_resume) return sl_kv_store_create(&shape, &sp, &c->store);
+    int rc = sl_kv_store_open(&shape, &sp, &c->store);
+    if (rc) return rc;
+    const int64_t n = sl_kv_store_n_tokens(c->store);
+    if (sl_kv_store_capacity(c->store) < n_ctx)
+        return sl_fail(SL_EINVAL, "%s holds at most %" PRId64 " positions; the context asks for %" PRId64, c->kv_path,
+                       sl_kv_store_capacity(c->store), n_ctx);
+    /* the dense layers' rows back into RAM; every other stored key hashed again */
+    uint16_t *kb = NULL, *vb = NULL;
+    if (n > 0 && sparse) {
+        kb = malloc(sizeof(uint16_t) * (size_t)(n * cfg->head_dim));
+        vb = malloc(sizeof(uint16_t) * (size_t)(n * cfg->head_dim));
+        if (!kb || !vb) rc = sl_fail(SL_ENOMEM, "cannot read back %" PRId64 " positions", n);
+    }
+    for (int32_t l = 0; !rc && n > 0 && l < cfg->n_layer; l++)
+        for (int32_t h = 0; !rc && h < cfg->n_head_kv; h++) {
+            if (l < dense_layers)
+                rc = sl_kv_store_read_range(c->store, l, h, 0, n, (void *)sl_kv_cache_k(&c->kv, l, h, 0),
+                                            (void *)sl_kv_cache_v(&c->kv, l, h, 0));
+            else if (sparse && !(rc = sl_kv_store_read_range(c->store, l, h, 0, n, kb, vb)))
+                rc = sl_sparse_add_head_keys_f16(sparse, l, h, 0, n, kb);
+        }
+    free(kb);
+    free(vb);
+    if (!rc) c->n_past = n;
+    return rc;
 }
 
 int sl_context_set_attention(sl_context *c, const struct sl_attn_params *p) {
@@ -304,7 +332,7 @@ int sl_context_set_attention(sl_context *c, const struct sl_attn_params *p) {
         if (rc) return rc;
     }
     if (c->kv_path) {
-        int rc = open_store(c, pp.dense_layers, fp);
+        int rc = open_store(c, pp.dense_layers, fp, sp);
         if (rc) {
             sl_sparse_free(sp);
             return rc;
@@ -331,6 +359,13 @@ void sl_context_attn_stats(const sl_context *c, struct sl_attn_stats *out) {
         out->kv_ram_bytes = st.ram_bytes;
         out->kv_disk_bytes = st.disk_bytes;
     }
+}
+
+int sl_context_stored_tokens(const sl_context *c, int64_t p0, int64_t n, int32_t *out) {
+    if (!c->store) return sl_fail(SL_EINVAL, "no KV store");
+    if (p0 < 0 || n < 0 || p0 + n > sl_kv_store_n_tokens(c->store))
+        return sl_fail(SL_EINVAL, "positions [%" PRId64 ", %" PRId64 ") are not stored", p0, p0 + n);
+    return sl_kv_store_read_tags(c->store, p0, n, (uint32_t *)out);
 }
 
 int sl_context_truncate(sl_context *c, int64_t n_past) {

@@ -204,6 +204,20 @@ int sl_sparse_add_keys(struct sl_sparse *s, int32_t layer, int64_t pos0, int64_t
     return 0;
 }
 
+int sl_sparse_add_head_keys_f16(struct sl_sparse *s, int32_t layer, int32_t g, int64_t pos0, int64_t n,
+                                const uint16_t *k) {
+    if (!s->hash || layer < s->p.dense_layers) return 0;
+    SL_ASSERT(pos0 >= 0 && pos0 + n <= s->n_ctx);
+    for (int64_t i = 0; i < n; i += s->n_batch) {
+        int64_t m = n - i < s->n_batch ? n - i : s->n_batch;
+        sl_f16_row_to_f32(k + i * s->d, s->rows, m * s->d);
+        int rc = sl_hash_encode(sl_hash_key_fn(s->hash, layer, g), s->d, s->bits, s->rows, m,
+                                codes_at(s, layer, g, pos0 + i), s->work);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
 bool sl_sparse_applies(const struct sl_sparse *s, int32_t layer, int64_t n) {
     return s && layer >= s->p.dense_layers && (n == 1 || s->p.sparse_prefill);
 }

@@ -39,6 +39,11 @@ void sl_sparse_free(struct sl_sparse *s);
  * the table (overwriting what a truncated context left there). */
 int sl_sparse_add_keys(struct sl_sparse *s, int32_t layer, int64_t pos0, int64_t n, const float *k);
 
+/* Hashes n stored keys (n, head_dim) f16 of one KV head into the table at pos0.. (what
+ * sl_sparse_add_keys computes from the same keys in f32). */
+int sl_sparse_add_head_keys_f16(struct sl_sparse *s, int32_t layer, int32_t g, int64_t pos0, int64_t n,
+                                const uint16_t *k);
+
 /* Whether an eval of n tokens attends sparsely at this layer. */
 bool sl_sparse_applies(const struct sl_sparse *s, int32_t layer, int64_t n);
 

@@ -137,5 +137,23 @@ else
   bad "dump-qk/train-hash: $(tail -1 "$tmp/err")"
 fi
 
+# sparse generation: bad options, then a store written, resumed and appended to
+expect_error "attn unknown mode" 2 "--attn must be" -- "$bin" generate -p hi --attn sparse
+expect_error "attn bad budget" 2 "--budget must be" -- "$bin" generate -p hi --budget 0
+expect_error "attn bad block" 2 "--block must be a power of two" -- "$bin" generate -p hi --block 12
+expect_error "kv bad spec" 2 "--kv must be ram or file:PATH" -- "$bin" generate -p hi --kv disk
+expect_error "resume without a store" 1 "--resume needs --kv file:PATH" -- "$bin" generate -p hi --attn simhash --resume
+expect_error "store with dense attention" 1 "needs --attn spotlight or simhash" -- "$bin" generate -p hi --kv "file:$tmp/x.slkv"
+expect_error "spotlight without a hash file" 1 "no hash file|hash" -- "$bin" generate -p hi --attn spotlight --hash "$tmp/none.slhash"
+if "$bin" generate -p "The lighthouse keeper climbed the stairs and" -n 6 --temp 0 --attn simhash \
+     --kv "file:$tmp/ctx.slkv" -c 512 --json >"$tmp/g1.json" 2>"$tmp/err" &&
+   "$bin" generate -p " Then" -n 4 --temp 0 --attn simhash --kv "file:$tmp/ctx.slkv" -c 512 --resume \
+     >"$tmp/out" 2>"$tmp/err"; then
+  n1=$(python3 -c "import json,sys; d = json.load(open(sys.argv[1])); print(d['n_prompt'] + d['n_generated'])" "$tmp/g1.json")
+  grep -q "resuming after $n1 stored tokens" "$tmp/err" && ok || bad "resume: expected 'resuming after $n1' in: $(head -1 "$tmp/err")"
+else
+  bad "store + resume: $(tail -1 "$tmp/err")"
+fi
+
 echo "cli: $pass passed, $fail failed"
 [ "$fail" = 0 ]

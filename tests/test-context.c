@@ -347,3 +347,61 @@ Test(context, file_tier_equals_ram_tier) {
     free(logits[1]);
     unlink(path);
 }
+
+/* A store left by one context is resumed by another (as a new process would): the stored
+ * token ids come back, and the next decode steps give exactly the logits of a context that
+ * never stopped. */
+Test(context, resumed_store_continues_identically) {
+    int32_t t[N];
+    prompt(t);
+    char path[] = "/tmp/sl-ctx-resume-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    close(fd);
+    enum { STEPS = 4, CUT = 2 };
+    struct sl_attn_params p = sl_attn_default_params(SL_ATTN_SIMHASH);
+    p.dense_layers = 2, p.budget = 0.1f, p.min_tokens = 2, p.n_sink = 1, p.n_window = 3;
+    struct sl_context_params cp = sl_context_default_params();
+    cp.n_ctx = 256, cp.n_batch = 16, cp.n_threads = 2, cp.kv_ram_budget = 26 << 20;
+    /* the reference: K/V in RAM, never interrupted */
+    sl_context *ref = NULL;
+    cr_assert_eq(sl_context_create(g_model, &cp, &ref), 0);
+    struct sl_attn_params pr = p;
+    pr.sparse_prefill = true; /* what a store implies */
+    cr_assert_eq(sl_context_set_attention(ref, &pr), 0);
+    cr_assert_eq(sl_context_eval(ref, t, N, false), 0);
+    int32_t toks[STEPS];
+    float *want = malloc(sizeof(float) * STEPS * V);
+    for (int s = 0; s < STEPS; s++) {
+        toks[s] = argmax(sl_context_logits(ref));
+        cr_assert_eq(sl_context_eval(ref, &toks[s], 1, false), 0);
+        memcpy(want + (size_t)s * V, sl_context_logits(ref), sizeof(float) * V);
+    }
+    sl_context_free(ref);
+    /* first process: the prompt and CUT tokens into the store */
+    cp.kv_path = path;
+    sl_context *a;
+    cr_assert_eq(sl_context_create(g_model, &cp, &a), 0);
+    cr_assert_eq(sl_context_set_attention(a, &p), 0);
+    cr_assert_eq(sl_context_eval(a, t, N, false), 0);
+    for (int s = 0; s < CUT; s++) cr_assert_eq(sl_context_eval(a, &toks[s], 1, false), 0);
+    sl_context_free(a);
+    /* second: resume and go on */
+    cp.kv_resume = true;
+    sl_context *b;
+    cr_assert_eq(sl_context_create(g_model, &cp, &b), 0);
+    cr_assert_eq(sl_context_set_attention(b, &p), 0, "%s", sl_error_detail());
+    cr_assert_eq(sl_context_n_past(b), N + CUT);
+    int32_t back[N + CUT];
+    cr_assert_eq(sl_context_stored_tokens(b, 0, N + CUT, back), 0);
+    cr_assert_arr_eq(back, t, sizeof(int32_t) * N);
+    cr_assert_arr_eq(back + N, toks, sizeof(int32_t) * CUT);
+    cr_assert_eq(sl_context_stored_tokens(b, 0, N + CUT + 1, back), SL_EINVAL);
+    for (int s = CUT; s < STEPS; s++) {
+        cr_assert_eq(sl_context_eval(b, &toks[s], 1, false), 0);
+        cr_assert_arr_eq(sl_context_logits(b), want + (size_t)s * V, sizeof(float) * V, "step %d after resuming", s);
+    }
+    sl_context_free(b);
+    free(want);
+    unlink(path);
+}

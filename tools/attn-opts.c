@@ -9,18 +9,20 @@
 #include "tools/cli.h"
 
 enum { O_ATTN = ATTN_OPT_FIRST, O_BUDGET, O_MINTOK, O_SINKS, O_WINDOW, O_DENSE, O_BITS, O_HASH, O_SPREFILL, O_KV,
-       O_CACHE_MB, O_BLOCK };
+       O_CACHE_MB, O_BLOCK, O_RESUME };
 
 void attn_opts_init(struct attn_opts *a) {
     a->p = sl_attn_default_params(SL_ATTN_DENSE);
     a->hash = NULL;
     a->kv_path = NULL;
     a->kv_ram_budget = 0;
+    a->kv_resume = false;
 }
 
 void attn_opts_context(const struct attn_opts *a, struct sl_context_params *cp) {
     cp->kv_path = a->kv_path;
     cp->kv_ram_budget = a->kv_ram_budget;
+    cp->kv_resume = a->kv_resume;
 }
 
 void attn_opts_table(struct option *opts, int *n) {
@@ -30,7 +32,8 @@ void attn_opts_table(struct option *opts, int *n) {
         {"window", required_argument, 0, O_WINDOW},     {"dense-layers", required_argument, 0, O_DENSE},
         {"bits", required_argument, 0, O_BITS},         {"hash", required_argument, 0, O_HASH},
         {"sparse-prefill", no_argument, 0, O_SPREFILL}, {"kv", required_argument, 0, O_KV},
-        {"cache-mb", required_argument, 0, O_CACHE_MB}, {"block", required_argument, 0, O_BLOCK}};
+        {"cache-mb", required_argument, 0, O_CACHE_MB}, {"block", required_argument, 0, O_BLOCK},
+        {"resume", no_argument, 0, O_RESUME}};
     for (int i = 0; i < ATTN_OPT_COUNT; i++) opts[(*n)++] = mine[i];
 }
 
@@ -90,6 +93,7 @@ int attn_opts_parse(const char *cmd, int c, const char *arg, struct attn_opts *a
             return 2;
         }
         return 0;
+    case O_RESUME: a->kv_resume = true; return 0;
     case O_BLOCK:
         if (cli_parse_i64(cmd, "--block", arg, 1, 256, &v)) return 2;
         if (v & (v - 1)) {
@@ -122,10 +126,16 @@ void attn_opts_usage(FILE *f) {
                "      --sparse-prefill    prefill chunks attend sparsely too (inputs beyond dense reach)\n"
                "      --kv ram|file:PATH  where K/V live: RAM (default), or a store file read with io_uring\n"
                "                          behind a block cache (spotlight/simhash; implies --sparse-prefill)\n"
-               "      --cache-mb N        RAM the file store may use, cache included (default 256)\n");
+               "      --cache-mb N        RAM the file store may use, cache included (default 256)\n"
+               "      --resume            reopen the --kv file a previous run left and continue after its\n"
+               "                          tokens (the prompt is appended, without BOS; same attention options)\n");
 }
 
 int attn_opts_apply(const char *cmd, struct attn_opts *a, sl_context *ctx, const char *model_path) {
+    if (a->kv_resume && !a->kv_path) {
+        fprintf(stderr, "spotlight %s: --resume needs --kv file:PATH\n", cmd);
+        return -1;
+    }
     if (a->p.mode == SL_ATTN_DENSE) {
         if (a->kv_path) {
             fprintf(stderr, "spotlight %s: --kv file:PATH needs --attn spotlight or simhash\n", cmd);

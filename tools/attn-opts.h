@@ -2,7 +2,7 @@
  * perplexity, ...): parsing and applying them to a context.
  *   --attn dense|spotlight|simhash|topk-exact  --budget 2%|0.02  --min-tokens N  --sinks N
  *   --window N  --dense-layers N  --bits B  --hash FILE  --block N  --sparse-prefill
- *   --kv ram|file:PATH  --cache-mb N      (where K/V live: context params, see context.h) */
+ *   --kv ram|file:PATH  --cache-mb N  --resume   (where K/V live: context params, see context.h) */
 #ifndef SL_TOOLS_ATTN_OPTS_H
 #define SL_TOOLS_ATTN_OPTS_H
 
@@ -13,13 +13,14 @@
 
 /* getopt_long codes of the options: ATTN_OPT_FIRST .. ATTN_OPT_FIRST + ATTN_OPT_COUNT - 1. */
 #define ATTN_OPT_FIRST 1000
-#define ATTN_OPT_COUNT 12
+#define ATTN_OPT_COUNT 13
 
 struct attn_opts {
     struct sl_attn_params p;
     const char *hash;      /* --hash, else the cache's file for the model and --bits */
     const char *kv_path;   /* --kv file:PATH; NULL for --kv ram (default) */
     int64_t kv_ram_budget; /* --cache-mb, in bytes; 0: the store's default */
+    bool kv_resume;        /* --resume */
 };
 
 void attn_opts_init(struct attn_opts *a);

@@ -163,9 +163,10 @@ static int64_t prompt_tokens(const sl_tokenizer *tok, const struct gen_opts *o, 
         text = formatted;
         len = (size_t)need;
     }
-    int64_t n = sl_tokenize(tok, text, len, true, true, NULL, 0);
+    const bool bos = !o->attn.kv_resume; /* a resumed context continues its stored text */
+    int64_t n = sl_tokenize(tok, text, len, bos, true, NULL, 0);
     int32_t *ids = n > 0 ? malloc((size_t)n * sizeof *ids) : NULL;
-    if (n > 0 && ids) n = sl_tokenize(tok, text, len, true, true, ids, n);
+    if (n > 0 && ids) n = sl_tokenize(tok, text, len, bos, true, ids, n);
     free(formatted);
     if (n < 0) {
         cli_report(o->file ? o->file : "prompt", (int)n);
@@ -277,6 +278,13 @@ int cmd_generate(int argc, char **argv) {
         goto done;
     }
     if (attn_opts_apply("generate", &o.attn, ctx, path)) goto done;
+    const int64_t n_stored = sl_context_n_past(ctx); /* --resume: positions already in the store */
+    if (n_stored + n_prompt >= n_ctx) {
+        fprintf(stderr, "spotlight generate: %" PRId64 " stored + %" PRId64 " prompt tokens do not fit the context of %" PRId64
+                        " (raise -c)\n", n_stored, n_prompt, n_ctx);
+        goto done;
+    }
+    if (n_stored && !o.json) fprintf(stderr, "spotlight: resuming after %" PRId64 " stored tokens\n", n_stored);
     gen = malloc((size_t)o.n_predict * sizeof *gen);
     if (!gen) {
         fprintf(stderr, "spotlight generate: out of memory\n");
@@ -335,6 +343,14 @@ int cmd_generate(int argc, char **argv) {
         }
     }
     st.t_decode = cli_now() - t2;
+    /* A store keeps the text for a later --resume: the last generated token too (the loop
+     * stops before evaluating it), unless the context is full. */
+    if (o.attn.kv_path && st.n_gen > 0 && sl_context_n_past(ctx) < n_ctx &&
+        sl_context_n_past(ctx) == n_stored + n_prompt + st.n_gen - 1 &&
+        (rc = sl_context_eval(ctx, &gen[st.n_gen - 1], 1, false))) {
+        cli_report("decode", rc);
+        goto done;
+    }
     sl_context_attn_stats(ctx, &st.attn);
     struct rusage ru;
     st.peak_rss = getrusage(RUSAGE_SELF, &ru) == 0 ? (int64_t)ru.ru_maxrss * 1024 : -1;

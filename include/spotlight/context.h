@@ -30,6 +30,12 @@ struct sl_context_params {
      * (sparse_prefill is implied). NULL: K/V in RAM. */
     const char *kv_path;
     int64_t kv_ram_budget;
+    /* With kv_path: reopen the store a previous context left (sl_context_free syncs it)
+     * instead of replacing it, and continue after its positions: sl_context_set_attention
+     * reads the dense layers' K/V back into RAM and re-hashes every stored key (the same
+     * codes: keys are hashed as stored, in f16). The model and the attention parameters
+     * should be the ones the store was written with; the model is checked. */
+    bool kv_resume;
 };
 
 struct sl_context_params sl_context_default_params(void);
@@ -121,6 +127,10 @@ int64_t sl_context_logits_rows(const sl_context *c);
 
 int64_t sl_context_n_past(const sl_context *c);
 int64_t sl_context_n_ctx(const sl_context *c);
+/* Token ids of positions [p0, p0 + n) as committed to the KV store (kv_path only; a resumed
+ * context's earlier tokens): 0, SL_EINVAL (no store, or out of range), an I/O error. */
+int sl_context_stored_tokens(const sl_context *c, int64_t p0, int64_t n, int32_t *out);
+
 /* Forgets positions >= n_past (to rewind or restart). */
 int sl_context_truncate(sl_context *c, int64_t n_past);
 
