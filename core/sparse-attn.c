@@ -46,7 +46,7 @@ static double now_s(void) {
 struct sl_attn_params sl_attn_default_params(enum sl_attn_mode mode) {
     return (struct sl_attn_params){.mode = mode, .budget = 0.02f, .min_tokens = 64, .n_sink = 4,
                                    .n_window = 64, .dense_layers = 2, .bits = 64, .sparse_prefill = false,
-                                   .block = 1, .hash_path = NULL};
+                                   .block = 1, .rerank = 1, .hash_path = NULL};
 }
 
 void sl_sparse_free(struct sl_sparse *s) {
@@ -81,6 +81,9 @@ static int check_params(const struct sl_attn_params *p, const struct sl_model_co
         return sl_fail(SL_EINVAL, "attention: negative min_tokens, sinks, window or dense layers");
     if (p->block < 1 || p->block > 256 || (p->block & (p->block - 1)))
         return sl_fail(SL_EINVAL, "attention: block %d is not a power of two in 1..256", p->block);
+    if (p->rerank < 1 || p->rerank > 64 || (p->rerank > 1 && (p->block != 1 || p->mode == SL_ATTN_TOPK_EXACT)))
+        return sl_fail(SL_EINVAL, "attention: rerank %d must be 1..64, and above 1 only with a hash at token level",
+                       p->rerank);
     if (p->dense_layers > cfg->n_layer)
         return sl_fail(SL_EINVAL, "attention: %d dense layers of %d", p->dense_layers, cfg->n_layer);
     if (p->mode == SL_ATTN_SIMHASH && (p->bits < 32 || p->bits % 32 || p->bits > 1024))
@@ -140,7 +143,7 @@ int sl_sparse_create(const struct sl_attn_params *p, const struct sl_model_confi
      * those cover all of [0, P) there are only P <= that many). */
     int64_t kmax = sl_truth_budget_k(p->budget, n_ctx);
     if (kmax < p->min_tokens) kmax = p->min_tokens;
-    const int64_t most = kmax + p->block + p->n_sink + p->n_window; /* kb whole blocks <= k + block */
+    const int64_t most = kmax * p->rerank + p->block + p->n_sink + p->n_window; /* kb blocks <= k + block */
     s->max_sel = most < n_ctx ? most : n_ctx;
     const int64_t rows_per_head = s->max_sel + n_batch;
     s->idx = malloc(sizeof(int64_t) * (size_t)(s->hkv * s->max_sel));
@@ -330,6 +333,55 @@ static int64_t select_head(struct sl_sparse *s, const struct sl_kv_cache *kv, in
     return select_float(s, P, k, idx);
 }
 
+/* Keeps, of KV head g's fetched candidates, the forced positions and the k others with the
+ * most attention from the chunk's rows and the group's heads (softmax over the candidates,
+ * summed; ties toward later positions), compacting idx and the fetched rows in place. */
+static void rerank_head(struct sl_sparse *s, int32_t g, const float *q, int64_t n, int64_t P, int64_t k,
+                        int64_t rows_per_head) {
+    const int32_t d = s->d, G = s->G;
+    int64_t *idx = s->idx + (int64_t)g * s->max_sel;
+    const int64_t cnt = s->cnt[g];
+    if (cnt <= 0) return;
+    uint16_t *gk = s->gk + g * rows_per_head * d, *gv = s->gv + g * rows_per_head * d;
+    const float scale = 1.0f / sqrtf((float)d);
+    float qr[1024], dot;
+    memset(s->fscore, 0, sizeof(float) * (size_t)cnt);
+    for (int64_t t = 0; t < n; t++)
+        for (int32_t hh = 0; hh < G; hh++) {
+            memcpy(qr, q + (t * s->hq + (int64_t)g * G + hh) * d, sizeof(float) * (size_t)d);
+            sl_round_to_f16(qr, d);
+            float mx = -INFINITY;
+            for (int64_t i = 0; i < cnt; i++) {
+                sl_f16_dot_multi(gk + i * d, qr, 1, d, &dot);
+                s->ftmp[i] = dot * scale;
+                mx = fmaxf(mx, s->ftmp[i]);
+            }
+            double sum = 0;
+            for (int64_t i = 0; i < cnt; i++) sum += (s->ftmp[i] = expf(s->ftmp[i] - mx));
+            for (int64_t i = 0; i < cnt; i++) s->fscore[i] += (float)(s->ftmp[i] / sum);
+        }
+    int64_t forced = 0;
+    for (int64_t i = 0; i < cnt; i++)
+        if (idx[i] < s->p.n_sink || idx[i] >= P - s->p.n_window) s->fscore[i] = INFINITY, forced++;
+    const int64_t want = forced + k < cnt ? forced + k : cnt;
+    memset(s->mask, 0, (size_t)cnt);
+    sl_truth_topk_mark(s->fscore, cnt, want, s->mask, 1, s->ftmp);
+    int64_t c = 0;
+    for (int64_t i = 0; i < cnt; i++) {
+        if (!s->mask[i]) continue;
+        if (c != i) {
+            idx[c] = idx[i];
+            memcpy(gk + c * d, gk + i * d, sizeof(uint16_t) * (size_t)d);
+            memcpy(gv + c * d, gv + i * d, sizeof(uint16_t) * (size_t)d);
+        }
+        c++;
+    }
+    /* the chunk's own rows follow the kept ones */
+    memmove(gk + c * d, gk + cnt * d, sizeof(uint16_t) * (size_t)(n * d));
+    memmove(gv + c * d, gv + cnt * d, sizeof(uint16_t) * (size_t)(n * d));
+    s->cnt[g] = c;
+}
+
 int sl_sparse_attend(struct sl_sparse *s, struct sl_backend *be, const struct sl_sparse_kv *kv, int32_t layer,
                      const float *q, int64_t n, int64_t pos0, float *out) {
     const int32_t d = s->d, G = s->G, hq = s->hq, hkv = s->hkv;
@@ -355,7 +407,7 @@ int sl_sparse_attend(struct sl_sparse *s, struct sl_backend *be, const struct sl
         if (k + forced >= P) { /* store: all of [0, P) */
             for (int64_t j = 0; j < P; j++) idx[j] = j;
             s->cnt[g] = P;
-        } else if ((s->cnt[g] = select_head(s, kv->cache, layer, g, n, P, k, idx)) < 0) {
+        } else if ((s->cnt[g] = select_head(s, kv->cache, layer, g, n, P, k * s->p.rerank, idx)) < 0) {
             return (int)s->cnt[g];
         }
         SL_ASSERT(s->cnt[g] <= s->max_sel);
@@ -390,6 +442,8 @@ int sl_sparse_attend(struct sl_sparse *s, struct sl_backend *be, const struct sl
             }
         }
     }
+    if (s->p.rerank > 1 && k + forced < P)
+        for (int32_t g = 0; g < hkv; g++) rerank_head(s, g, q, n, P, k, rows_per_head);
     double t2 = now_s();
     /* 3. attention per KV head: the attended rows as a one-head, one-layer cache, the dense
      * kernel over them, the chunk at positions cnt.. of it (causal within the chunk) */

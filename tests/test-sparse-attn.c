@@ -106,7 +106,34 @@ static void reference(const struct sl_kv_cache *kv, const sl_hash *h, const stru
             else r[m++] = (struct ranked){score[j], j};
         }
         qsort(r, (size_t)m, sizeof *r, later_first);
-        for (int64_t i = 0; i < k && i < m; i++) sel[r[i].j] = 1;
+        const int64_t kc = k * p->rerank;
+        for (int64_t i = 0; i < kc && i < m; i++) sel[r[i].j] = 1;
+        if (p->rerank > 1 && kc < m) {
+            /* candidates rescored by the softmax over the candidates, summed over rows and heads */
+            double *cs = calloc((size_t)P, sizeof(double));
+            for (int64_t t = 0; t < n; t++)
+                for (int hh = 0; hh < G; hh++) {
+                    round_f16(q + (t * HQ + g * G + hh) * D, qr);
+                    double mx = -INFINITY, sum = 0;
+                    for (int64_t j = 0; j < P; j++) {
+                        if (!sel[j]) continue;
+                        double dot = 0;
+                        for (int i = 0; i < D; i++) dot += (double)qr[i] * f16_value(K[j * D + i]);
+                        logit[j] = dot / sqrt((double)D);
+                        mx = fmax(mx, logit[j]);
+                    }
+                    for (int64_t j = 0; j < P; j++)
+                        if (sel[j]) sum += exp(logit[j] - mx);
+                    for (int64_t j = 0; j < P; j++)
+                        if (sel[j]) cs[j] += exp(logit[j] - mx) / sum;
+                }
+            int64_t mc = 0;
+            for (int64_t j = 0; j < P; j++)
+                if (sel[j] && !(j < p->n_sink || j >= P - p->n_window)) r[mc++] = (struct ranked){cs[j], j}, sel[j] = 0;
+            qsort(r, (size_t)mc, sizeof *r, later_first);
+            for (int64_t i = 0; i < k && i < mc; i++) sel[r[i].j] = 1;
+            free(cs);
+        }
     } else { /* blocks by their best position (forced ones included), then the forced positions */
         const int64_t B = p->block, nb = (P + B - 1) / B, kb = (k + B - 1) / B;
         for (int64_t b = 0; b < nb; b++) {
@@ -240,6 +267,8 @@ Test(sparse_attn, simhash_matches_brute_force) {
     check_mode(p, h);
     p.block = 16;
     check_mode(p, h);
+    p.block = 1, p.rerank = 4; /* hash candidates, then exact attention over them */
+    check_mode(p, h);
     sl_hash_free(h);
 }
 
@@ -288,7 +317,9 @@ Test(sparse_attn, bad_parameters) {
     cr_assert_eq(sl_sparse_create(&p, &cfg, fp, 100, 8, &sp), SL_EINVAL);
     p.bits = 64, p.block = 12;
     cr_assert_eq(sl_sparse_create(&p, &cfg, fp, 100, 8, &sp), SL_EINVAL, "block not a power of two");
-    p.block = 1;
+    p.block = 16, p.rerank = 2;
+    cr_assert_eq(sl_sparse_create(&p, &cfg, fp, 100, 8, &sp), SL_EINVAL, "rerank needs token level");
+    p.block = 1, p.rerank = 1;
     p.bits = 64, p.dense_layers = L + 1;
     cr_assert_eq(sl_sparse_create(&p, &cfg, fp, 100, 8, &sp), SL_EINVAL);
     p = sl_attn_default_params(SL_ATTN_SPOTLIGHT);

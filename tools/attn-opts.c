@@ -9,7 +9,7 @@
 #include "tools/cli.h"
 
 enum { O_ATTN = ATTN_OPT_FIRST, O_BUDGET, O_MINTOK, O_SINKS, O_WINDOW, O_DENSE, O_BITS, O_HASH, O_SPREFILL, O_KV,
-       O_CACHE_MB, O_BLOCK, O_RESUME };
+       O_CACHE_MB, O_BLOCK, O_RESUME, O_RERANK };
 
 void attn_opts_init(struct attn_opts *a) {
     a->p = sl_attn_default_params(SL_ATTN_DENSE);
@@ -33,7 +33,7 @@ void attn_opts_table(struct option *opts, int *n) {
         {"bits", required_argument, 0, O_BITS},         {"hash", required_argument, 0, O_HASH},
         {"sparse-prefill", no_argument, 0, O_SPREFILL}, {"kv", required_argument, 0, O_KV},
         {"cache-mb", required_argument, 0, O_CACHE_MB}, {"block", required_argument, 0, O_BLOCK},
-        {"resume", no_argument, 0, O_RESUME}};
+        {"resume", no_argument, 0, O_RESUME}, {"rerank", required_argument, 0, O_RERANK}};
     for (int i = 0; i < ATTN_OPT_COUNT; i++) opts[(*n)++] = mine[i];
 }
 
@@ -94,6 +94,10 @@ int attn_opts_parse(const char *cmd, int c, const char *arg, struct attn_opts *a
         }
         return 0;
     case O_RESUME: a->kv_resume = true; return 0;
+    case O_RERANK:
+        if (cli_parse_i64(cmd, "--rerank", arg, 1, 64, &v)) return 2;
+        a->p.rerank = (int32_t)v;
+        return 0;
     case O_BLOCK:
         if (cli_parse_i64(cmd, "--block", arg, 1, 256, &v)) return 2;
         if (v & (v - 1)) {
@@ -121,6 +125,8 @@ void attn_opts_usage(FILE *f) {
                "      --bits B            simhash code bits; spotlight: which hash file (default 64)\n"
                "      --hash FILE         spotlight hash file (default <cache>/hash/<model file>.b<B>.slhash,\n"
                "                          made by tools/make-hash.sh)\n"
+               "      --rerank R          the hash picks R x the budget, exact attention over those keeps\n"
+               "                          the budget (default 1: the hash alone)\n"
                "      --block N           select blocks of N positions (a power of two) instead of tokens\n"
                "                          (default 1; 16 matches the KV store's blocks)\n"
                "      --sparse-prefill    prefill chunks attend sparsely too (inputs beyond dense reach)\n"

@@ -93,6 +93,10 @@ struct sl_attn_params {
     int32_t dense_layers;   /* layers 0 .. dense_layers-1 stay dense */
     int32_t bits;           /* simhash code bits (a multiple of 32) */
     bool sparse_prefill;    /* prefill chunks attend sparsely too */
+    int32_t rerank;         /* 1: select by the hash alone (the paper). R > 1: the hash picks R
+                               times the budget as candidates, their K rows are fetched, and the
+                               budget is kept by the exact attention over the candidates (token
+                               level only; costs R times the fetches) */
     int32_t block;          /* selection granularity: 1 = tokens; a power of two = blocks of that
                                many positions, scored by their best position (the KV store reads
                                16-position blocks: block 16 fetches no unused rows) */
