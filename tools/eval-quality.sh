@@ -41,8 +41,15 @@ else
   ctxs="2048 4096 8192"; budgets="2% 5% 10%"; decode_last=128; cont_n=64; pk_lens="1024 2048 4096 7680"
   pk_depths="0.1 0.5 0.9"
 fi
-modes="spotlight simhash topk-exact"
+# label and attention options of each sparse row
+modes="spotlight spotlight+rerank4 simhash topk-exact"
 [ -f "$hash" ] || { echo "eval-quality: no $hash (tools/make-hash.sh); spotlight rows skipped" >&2; modes="simhash topk-exact"; }
+mode_args() {
+  case $1 in
+    spotlight+rerank4) echo "--attn spotlight --rerank 4" ;;
+    *) echo "--attn $1" ;;
+  esac
+}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$(dirname "$out")"
@@ -51,7 +58,7 @@ json() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.arg
 {
 echo "# Sparse attention quality: SmolLM2-135M, held-out text"
 echo
-echo "$(date -u '+%Y-%m-%d %H:%M') UTC; \`tools/eval-quality.sh$([ "$quick" = 1 ] && echo " --quick")\`. Sparse layers: 2..29 (2 dense), 4 sinks, 64-token window, at least 64 selected; 64-bit codes for spotlight and simhash; token-level selection."
+echo "$(date -u '+%Y-%m-%d %H:%M') UTC; \`tools/eval-quality.sh$([ "$quick" = 1 ] && echo " --quick")\`. Sparse layers: 2..29 (2 dense), 4 sinks, 64-token window, at least 64 selected; 64-bit codes for spotlight and simhash; token-level selection. spotlight+rerank4: the hash picks 4x the budget, exact attention over those keeps the budget (\`--rerank 4\`)."
 echo
 echo "## Perplexity of generation at depth"
 echo
@@ -67,7 +74,8 @@ for c in $ctxs; do
   printf '| %s | %s | dense | — | %.3f | |\n' "$c" "$chunks" "$dense" >>"$tmp/ppl.md"
   for m in $modes; do
     for b in $budgets; do
-      "$bin" perplexity -f "$ppl_text" -c "$c" --chunks "$chunks" --decode-last "$decode_last" --attn "$m" --budget "$b" \
+      # shellcheck disable=SC2046
+      "$bin" perplexity -f "$ppl_text" -c "$c" --chunks "$chunks" --decode-last "$decode_last" $(mode_args "$m") --budget "$b" \
         --json >"$tmp/s.json" 2>/dev/null
       p=$(json "$tmp/s.json" ppl)
       printf '| %s | %s | %s | %s | %.3f | %+.1f%% |\n' "$c" "$chunks" "$m" "$b" "$p" \
@@ -91,7 +99,8 @@ for c in $ctxs; do
   "$bin" generate -f "$tmp/prompt.txt" -c $(( c + cont_n + 64 )) -n "$cont_n" --temp 0 --json >"$tmp/gd.json" 2>/dev/null
   for m in $modes; do
     for b in $budgets; do
-      "$bin" generate -f "$tmp/prompt.txt" -c $(( c + cont_n + 64 )) -n "$cont_n" --temp 0 --attn "$m" --budget "$b" \
+      # shellcheck disable=SC2046
+      "$bin" generate -f "$tmp/prompt.txt" -c $(( c + cont_n + 64 )) -n "$cont_n" --temp 0 $(mode_args "$m") --budget "$b" \
         --json >"$tmp/gs.json" 2>/dev/null
       read -r match rouge < <(python3 tools/quality/agreement.py "$tmp/gd.json" "$tmp/gs.json")
       printf '| %s | %s | %s | %s | %s |\n' "$c" "$m" "$b" "$match" "$rouge" >>"$tmp/cont.md"
@@ -115,7 +124,7 @@ for len in $pk_lens; do
     key=$(python3 tools/quality/passkey.py "$filler" --tokens-approx "$len" --depth "$depth" -o "$tmp/pk.txt")
     row="| $len | $depth |"
     for m in dense $modes; do
-      args=(); [ "$m" != dense ] && args=(--attn "$m" --budget "$b1")
+      args=(); [ "$m" != dense ] && read -r -a args <<<"$(mode_args "$m") --budget $b1"
       "$bin" generate -f "$tmp/pk.txt" -c $(( len * 2 + 64 )) -n 8 --temp 0 "${args[@]}" --json >"$tmp/pk.json" 2>/dev/null
       if json "$tmp/pk.json" text | grep -q "$key"; then row="$row ✓ |"; ok_total[$m]=$(( ${ok_total[$m]:-0} + 1 ))
       else row="$row ✗ |"; fi
