@@ -154,6 +154,7 @@ static int layer_forward(sl_context *ctx, int32_t il, int64_t n, int64_t pos0) {
     const struct sl_gguf_tensor *qkv[3] = {w->wq, w->wk, w->wv};
     float *qkv_out[3] = {ctx->q, ctx->k, ctx->v};
     TRY(be->matmul_n(be, 3, qkv, ctx->xb, n, qkv_out));
+    sl_sparse_poll(ctx->sparse); /* a prefetch in flight advances between pieces of compute */
     if (w->bq) {
         TRY(be->add(be, ctx->q, w->bq->data, n, qw, 1));
         TRY(be->add(be, ctx->k, w->bk->data, n, kw, 1));
@@ -183,8 +184,10 @@ static int layer_forward(sl_context *ctx, int32_t il, int64_t n, int64_t pos0) {
     const struct sl_gguf_tensor *gu[2] = {w->w_gate, w->w_up};
     float *gu_out[2] = {ctx->gate, ctx->up};
     TRY(be->matmul_n(be, 2, gu, ctx->xb, n, gu_out));
+    sl_sparse_poll(ctx->sparse);
     TRY(be->swiglu(be, ctx->gate, ctx->up, n * c->n_ff, ctx->gate));
     TRY(be->matmul(be, w->w_down, ctx->gate, n, ctx->proj));
+    sl_sparse_poll(ctx->sparse);
     TRY(be->add(be, ctx->x, ctx->proj, n, c->n_embd, n));
     return 0;
 }
@@ -224,11 +227,13 @@ int sl_context_eval(sl_context *ctx, const int32_t *tokens, int64_t n, bool all_
             int rc = layer_forward(ctx, il, m, pos0);
             if (rc) {
                 ctx->n_past = pos0; /* this chunk's cache rows are not valid */
+                sl_sparse_quiesce(ctx->sparse);
                 if (ctx->store) sl_kv_store_discard(ctx->store);
                 return rc;
             }
         }
         if (ctx->store) {
+            sl_sparse_quiesce(ctx->sparse);
             for (int64_t i = 0; i < m; i++) ctx->tags[i] = (uint32_t)tokens[done + i];
             int rc = sl_kv_store_commit(ctx->store, m, ctx->tags);
             if (rc) {
@@ -372,6 +377,7 @@ int sl_context_truncate(sl_context *c, int64_t n_past) {
     if (n_past < 0 || n_past > c->n_past)
         return sl_fail(SL_EINVAL, "cannot truncate to %" PRId64 " (have %" PRId64 ")", n_past, c->n_past);
     if (c->store) {
+        sl_sparse_quiesce(c->sparse);
         int rc = sl_kv_store_truncate(c->store, n_past);
         if (rc) return rc;
     }

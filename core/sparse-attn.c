@@ -34,6 +34,13 @@ struct sl_sparse {
     int64_t *cnt;            /* (hkv) */
     uint16_t *gk, *gv;       /* (hkv, max_sel + n_batch, d) the attended rows per KV head */
     uint16_t *kround;        /* (n_batch, d) keys rounded to f16, then hashed */
+    /* prefetch (KV store, decode): each layer's last selection, and one gather in flight */
+    int64_t *last_idx;       /* (n_layer, hkv, max_sel) */
+    int64_t *last_cnt;       /* (n_layer, hkv); -1: none */
+    uint16_t *pk, *pv;       /* (hkv, max_sel, d) where prefetched rows land (then unused) */
+    sl_kv_store_t pstore;    /* the store with a prefetch in flight, or NULL */
+    sl_kv_ticket_t pticket;
+    struct sl_kv_gather pgather[64]; /* its descriptors: the store reads them until it completes */
     struct sl_attn_stats st;
 };
 
@@ -51,6 +58,11 @@ struct sl_attn_params sl_attn_default_params(enum sl_attn_mode mode) {
 
 void sl_sparse_free(struct sl_sparse *s) {
     if (!s) return;
+    sl_sparse_quiesce(s);
+    free(s->last_idx);
+    free(s->last_cnt);
+    free(s->pk);
+    free(s->pv);
     sl_hash_free(s->hash);
     free(s->codes);
     free(s->work);
@@ -151,12 +163,18 @@ int sl_sparse_create(const struct sl_attn_params *p, const struct sl_model_confi
     s->gk = malloc(sizeof(uint16_t) * (size_t)(s->hkv * rows_per_head * d));
     s->gv = malloc(sizeof(uint16_t) * (size_t)(s->hkv * rows_per_head * d));
     s->kround = malloc(sizeof(float) * (size_t)(n_batch * d));
+    s->last_idx = malloc(sizeof(int64_t) * (size_t)(s->n_layer * s->hkv * s->max_sel));
+    s->last_cnt = malloc(sizeof(int64_t) * (size_t)(s->n_layer * s->hkv));
+    s->pk = malloc(sizeof(uint16_t) * (size_t)(s->hkv * s->max_sel * d));
+    s->pv = malloc(sizeof(uint16_t) * (size_t)(s->hkv * s->max_sel * d));
+    if (s->last_cnt)
+        for (int64_t i = 0; i < (int64_t)s->n_layer * s->hkv; i++) s->last_cnt[i] = -1;
     s->mask = malloc((size_t)n_ctx);
     s->fscore = malloc(sizeof(float) * (size_t)n_ctx);
     s->ftmp = malloc(sizeof(float) * (size_t)n_ctx);
     s->qg = malloc(sizeof(float) * (size_t)(n_batch * s->G * d));
     s->og = malloc(sizeof(float) * (size_t)(n_batch * s->G * d));
-    bool ok = s->idx && s->cnt && s->gk && s->gv && s->kround && s->mask && s->fscore && s->ftmp && s->qg && s->og;
+    bool ok = s->idx && s->cnt && s->gk && s->gv && s->kround && s->last_idx && s->last_cnt && s->pk && s->pv && s->mask && s->fscore && s->ftmp && s->qg && s->og;
     if (s->hash) {
         s->bits = sl_hash_get_params(s->hash)->bits;
         s->W = sl_hash_code_words(s->bits);
@@ -333,6 +351,38 @@ static int64_t select_head(struct sl_sparse *s, const struct sl_kv_cache *kv, in
     return select_float(s, P, k, idx);
 }
 
+void sl_sparse_quiesce(struct sl_sparse *s) {
+    if (s && s->pstore) {
+        (void)sl_kv_store_gather_wait(s->pstore, s->pticket); /* a prefetch only warms the cache */
+        s->pstore = NULL;
+    }
+}
+
+void sl_sparse_poll(struct sl_sparse *s) {
+    if (s && s->pstore && sl_kv_store_gather_poll(s->pstore, s->pticket) != 0) s->pstore = NULL;
+}
+
+/* After a decode gather at `layer`: remember its selection, and start reading what the next
+ * sparse layer selected at the previous step (consecutive steps select mostly the same
+ * positions), so those blocks are in the store's cache when that layer asks. */
+static void prefetch_next(struct sl_sparse *s, sl_kv_store_t store, int32_t layer) {
+    memcpy(s->last_idx + (int64_t)layer * s->hkv * s->max_sel, s->idx, sizeof(int64_t) * (size_t)(s->hkv * s->max_sel));
+    memcpy(s->last_cnt + (int64_t)layer * s->hkv, s->cnt, sizeof(int64_t) * (size_t)s->hkv);
+    const int32_t next = layer + 1;
+    if (!s->p.prefetch || next >= s->n_layer || s->last_cnt[(int64_t)next * s->hkv] < 0) return;
+    struct sl_kv_gather *gs = s->pgather;
+    for (int32_t g = 0; g < s->hkv; g++)
+        gs[g] = (struct sl_kv_gather){.layer = next, .head = g,
+                                      .idx = s->last_idx + ((int64_t)next * s->hkv + g) * s->max_sel,
+                                      .n = s->last_cnt[(int64_t)next * s->hkv + g],
+                                      .k_out = s->pk + (int64_t)g * s->max_sel * s->d,
+                                      .v_out = s->pv + (int64_t)g * s->max_sel * s->d};
+    if (sl_kv_store_gather_submit(store, gs, s->hkv, &s->pticket) == 0) {
+        s->pstore = store;
+        s->st.prefetches++;
+    }
+}
+
 /* Keeps, of KV head g's fetched candidates, the forced positions and the k others with the
  * most attention from the chunk's rows and the group's heads (softmax over the candidates,
  * summed; ties toward later positions), compacting idx and the fetched rows in place. */
@@ -415,6 +465,7 @@ int sl_sparse_attend(struct sl_sparse *s, struct sl_backend *be, const struct sl
     double t1 = now_s();
     /* 2. the selected rows, then the chunk's own rows, per KV head */
     if (kv->store) {
+        sl_sparse_quiesce(s); /* one gather in flight at a time; its blocks are cached now */
         struct sl_kv_gather gs[64];
         for (int32_t g = 0; g < hkv; g++)
             gs[g] = (struct sl_kv_gather){.layer = layer, .head = g, .idx = s->idx + (int64_t)g * s->max_sel,
@@ -422,6 +473,7 @@ int sl_sparse_attend(struct sl_sparse *s, struct sl_backend *be, const struct sl
                                           .v_out = s->gv + g * rows_per_head * d};
         int rc = sl_kv_store_gather(kv->store, gs, hkv);
         if (rc) return rc;
+        if (n == 1) prefetch_next(s, kv->store, layer);
     }
     for (int32_t g = 0; g < hkv; g++) {
         uint16_t *gk = s->gk + g * rows_per_head * d, *gv = s->gv + g * rows_per_head * d;

@@ -64,4 +64,9 @@ int sl_sparse_attend(struct sl_sparse *s, struct sl_backend *be, const struct sl
 
 void sl_sparse_stats(const struct sl_sparse *s, struct sl_attn_stats *out);
 
+/* Prefetch (KV store, decode): advance the gather in flight without blocking (call between
+ * pieces of compute), or wait for it (before the store changes or goes away). NULL is fine. */
+void sl_sparse_poll(struct sl_sparse *s);
+void sl_sparse_quiesce(struct sl_sparse *s);
+
 #endif

@@ -320,6 +320,7 @@ Test(context, file_tier_equals_ram_tier) {
         if (file) cr_assert_eq(sl_context_eval(c, t, 4, false), SL_EINVAL, "a store needs a sparse mode");
         struct sl_attn_params p = sl_attn_default_params(SL_ATTN_SIMHASH);
         p.sparse_prefill = true, p.dense_layers = 1, p.budget = 0.1f, p.min_tokens = 2, p.n_sink = 1, p.n_window = 3;
+        p.prefetch = true; /* exercised here: it must not change a thing */
         if (file) {
             struct sl_attn_params e = sl_attn_default_params(SL_ATTN_TOPK_EXACT);
             cr_assert_eq(sl_context_set_attention(c, &e), SL_EINVAL, "topk-exact needs the RAM cache");
@@ -336,6 +337,7 @@ Test(context, file_tier_equals_ram_tier) {
         sl_context_attn_stats(c, &st);
         cr_assert(st.sparse_calls > 0);
         if (file) {
+            cr_assert(st.prefetches > 0, "decode prefetched the next layers");
             cr_assert(st.kv_cache_hits + st.kv_cache_misses > 0, "the store served the rows");
             cr_assert(st.kv_disk_bytes > 0);
         }

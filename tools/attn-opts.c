@@ -9,7 +9,7 @@
 #include "tools/cli.h"
 
 enum { O_ATTN = ATTN_OPT_FIRST, O_BUDGET, O_MINTOK, O_SINKS, O_WINDOW, O_DENSE, O_BITS, O_HASH, O_SPREFILL, O_KV,
-       O_CACHE_MB, O_BLOCK, O_RESUME, O_RERANK };
+       O_CACHE_MB, O_BLOCK, O_RESUME, O_RERANK, O_PREFETCH };
 
 void attn_opts_init(struct attn_opts *a) {
     a->p = sl_attn_default_params(SL_ATTN_DENSE);
@@ -33,7 +33,8 @@ void attn_opts_table(struct option *opts, int *n) {
         {"bits", required_argument, 0, O_BITS},         {"hash", required_argument, 0, O_HASH},
         {"sparse-prefill", no_argument, 0, O_SPREFILL}, {"kv", required_argument, 0, O_KV},
         {"cache-mb", required_argument, 0, O_CACHE_MB}, {"block", required_argument, 0, O_BLOCK},
-        {"resume", no_argument, 0, O_RESUME}, {"rerank", required_argument, 0, O_RERANK}};
+        {"resume", no_argument, 0, O_RESUME}, {"rerank", required_argument, 0, O_RERANK},
+        {"prefetch", no_argument, 0, O_PREFETCH}};
     for (int i = 0; i < ATTN_OPT_COUNT; i++) opts[(*n)++] = mine[i];
 }
 
@@ -94,6 +95,7 @@ int attn_opts_parse(const char *cmd, int c, const char *arg, struct attn_opts *a
         }
         return 0;
     case O_RESUME: a->kv_resume = true; return 0;
+    case O_PREFETCH: a->p.prefetch = true; return 0;
     case O_RERANK:
         if (cli_parse_i64(cmd, "--rerank", arg, 1, 64, &v)) return 2;
         a->p.rerank = (int32_t)v;
@@ -133,6 +135,8 @@ void attn_opts_usage(FILE *f) {
                "      --kv ram|file:PATH  where K/V live: RAM (default), or a store file read with io_uring\n"
                "                          behind a block cache (spotlight/simhash; implies --sparse-prefill)\n"
                "      --cache-mb N        RAM the file store may use, cache included (default 256)\n"
+               "      --prefetch          with a store: read the next layer's previous selection ahead\n"
+               "                          (for slow storage; off by default)\n"
                "      --resume            reopen the --kv file a previous run left and continue after its\n"
                "                          tokens (the prompt is appended, without BOS; same attention options)\n");
 }

@@ -2,7 +2,7 @@
  * perplexity, ...): parsing and applying them to a context.
  *   --attn dense|spotlight|simhash|topk-exact  --budget 2%|0.02  --min-tokens N  --sinks N
  *   --window N  --dense-layers N  --bits B  --hash FILE  --block N  --rerank R  --sparse-prefill
- *   --kv ram|file:PATH  --cache-mb N  --resume   (where K/V live: context params, see context.h) */
+ *   --kv ram|file:PATH  --cache-mb N  --resume  --prefetch   (where K/V live: context params, see context.h) */
 #ifndef SL_TOOLS_ATTN_OPTS_H
 #define SL_TOOLS_ATTN_OPTS_H
 
@@ -13,7 +13,7 @@
 
 /* getopt_long codes of the options: ATTN_OPT_FIRST .. ATTN_OPT_FIRST + ATTN_OPT_COUNT - 1. */
 #define ATTN_OPT_FIRST 1000
-#define ATTN_OPT_COUNT 14
+#define ATTN_OPT_COUNT 15
 
 struct attn_opts {
     struct sl_attn_params p;

@@ -217,6 +217,7 @@ static void print_stats_json(const struct gen_output *out, const int32_t *gen, c
                  s->attn.prefill_calls ? 1e6 * s->attn.prefill_gather_s / (double)s->attn.prefill_calls : 0);
         if (o->attn.kv_path) {
             json_int(&w, "kv_bytes_read", s->attn.kv_bytes_read);
+            json_int(&w, "prefetches", s->attn.prefetches);
             json_num(&w, "kv_cache_hit_rate", s->attn.kv_cache_hits + s->attn.kv_cache_misses
                      ? (double)s->attn.kv_cache_hits / (double)(s->attn.kv_cache_hits + s->attn.kv_cache_misses) : 0);
             json_int(&w, "kv_ram_bytes", s->attn.kv_ram_bytes);

@@ -97,6 +97,10 @@ struct sl_attn_params {
                                times the budget as candidates, their K rows are fetched, and the
                                budget is kept by the exact attention over the candidates (token
                                level only; costs R times the fetches) */
+    bool prefetch;          /* with a KV store: while a layer computes, read what the next layer
+                               selected at the previous decode step into the store's cache. Off by
+                               default: with the K/V in the page cache or on a fast disk it costs
+                               more (a second gather) than it saves; for slow storage */
     int32_t block;          /* selection granularity: 1 = tokens; a power of two = blocks of that
                                many positions, scored by their best position (the KV store reads
                                16-position blocks: block 16 fetches no unused rows) */
@@ -116,6 +120,7 @@ struct sl_attn_stats {
     int64_t candidates;       /* positions available, summed likewise */
     double select_s;          /* seconds in query hashing, scan and top-k */
     double gather_s;          /* seconds gathering the selected K/V */
+    int64_t prefetches;       /* KV store: next-layer prefetches started during decode */
     int64_t prefill_calls;    /* the same for sparse prefill (chunk, layer) calls */
     int64_t prefill_selected, prefill_candidates;
     double prefill_select_s, prefill_gather_s;
