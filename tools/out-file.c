@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "storage/fs-sync.h"
@@ -27,6 +28,10 @@ int out_file_open(struct out_file *o, const char *cmd, const char *path) {
         out_file_abort(o);
         return -1;
     }
+    /* mkstemp makes the file 0600; an output file gets the usual 0666 less the umask */
+    mode_t mask = umask(0);
+    umask(mask);
+    (void)fchmod(fd, 0666 & ~mask);
     o->f = fdopen(fd, "w");
     if (!o->f) {
         close(fd);
