@@ -287,27 +287,32 @@ static int64_t select_float(struct sl_sparse *s, int64_t P, int64_t k, int64_t *
     return c;
 }
 
+/* acc[j] += softmax_j(q . keys[j] / sqrt(d)) over n f16 key rows (q already f16-rounded, as
+ * the dense kernel rounds it); tmp: n floats. */
+static void add_softmax(const uint16_t *keys, int64_t n, const float *q, int32_t d, float *acc, float *tmp) {
+    const float scale = 1.0f / sqrtf((float)d);
+    float dot, mx = -INFINITY;
+    for (int64_t j = 0; j < n; j++) {
+        sl_f16_dot_multi(keys + j * d, q, 1, d, &dot);
+        tmp[j] = dot * scale;
+        mx = fmaxf(mx, tmp[j]);
+    }
+    double sum = 0;
+    for (int64_t j = 0; j < n; j++) sum += (tmp[j] = expf(tmp[j] - mx));
+    for (int64_t j = 0; j < n; j++) acc[j] += (float)(tmp[j] / sum);
+}
+
 /* topk-exact relevance of [0, P) to the chunk: the sum over its rows and the group's heads
  * of the softmax over [0, P) (queries rounded to f16 as the dense kernel rounds them). */
 static void exact_scores(struct sl_sparse *s, const struct sl_kv_cache *kv, int32_t layer, int32_t g, int64_t n,
                          int64_t P) {
     const int32_t d = s->d, G = s->G;
     const uint16_t *keys = sl_kv_cache_k(kv, layer, g, 0);
-    const float scale = 1.0f / sqrtf((float)d);
     memset(s->fscore, 0, sizeof(float) * (size_t)P);
-    float dot;
     for (int64_t r = 0; r < n * G; r++) {
         float *qv = s->qg + r * d;
         sl_round_to_f16(qv, d);
-        float mx = -INFINITY;
-        for (int64_t j = 0; j < P; j++) {
-            sl_f16_dot_multi(keys + j * d, qv, 1, d, &dot);
-            s->ftmp[j] = dot * scale;
-            mx = fmaxf(mx, s->ftmp[j]);
-        }
-        double sum = 0;
-        for (int64_t j = 0; j < P; j++) sum += (s->ftmp[j] = expf(s->ftmp[j] - mx));
-        for (int64_t j = 0; j < P; j++) s->fscore[j] += (float)(s->ftmp[j] / sum);
+        add_softmax(keys, P, qv, d, s->fscore, s->ftmp);
     }
 }
 
@@ -393,22 +398,13 @@ static void rerank_head(struct sl_sparse *s, int32_t g, const float *q, int64_t 
     const int64_t cnt = s->cnt[g];
     if (cnt <= 0) return;
     uint16_t *gk = s->gk + g * rows_per_head * d, *gv = s->gv + g * rows_per_head * d;
-    const float scale = 1.0f / sqrtf((float)d);
-    float qr[1024], dot;
+    float qr[1024];
     memset(s->fscore, 0, sizeof(float) * (size_t)cnt);
     for (int64_t t = 0; t < n; t++)
         for (int32_t hh = 0; hh < G; hh++) {
             memcpy(qr, q + (t * s->hq + (int64_t)g * G + hh) * d, sizeof(float) * (size_t)d);
             sl_round_to_f16(qr, d);
-            float mx = -INFINITY;
-            for (int64_t i = 0; i < cnt; i++) {
-                sl_f16_dot_multi(gk + i * d, qr, 1, d, &dot);
-                s->ftmp[i] = dot * scale;
-                mx = fmaxf(mx, s->ftmp[i]);
-            }
-            double sum = 0;
-            for (int64_t i = 0; i < cnt; i++) sum += (s->ftmp[i] = expf(s->ftmp[i] - mx));
-            for (int64_t i = 0; i < cnt; i++) s->fscore[i] += (float)(s->ftmp[i] / sum);
+            add_softmax(gk, cnt, qr, d, s->fscore, s->ftmp);
         }
     int64_t forced = 0;
     for (int64_t i = 0; i < cnt; i++)
