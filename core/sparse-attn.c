@@ -33,7 +33,6 @@ struct sl_sparse {
     int64_t *idx;            /* (hkv, max_sel) selected earlier positions per KV head, ascending */
     int64_t *cnt;            /* (hkv) */
     uint16_t *gk, *gv;       /* (hkv, max_sel + n_batch, d) the attended rows per KV head */
-    uint16_t *kround;        /* (n_batch, d) keys rounded to f16, then hashed */
     /* prefetch (KV store, decode): each layer's last selection, and one gather in flight */
     int64_t *last_idx;       /* (n_layer, hkv, max_sel) */
     int64_t *last_cnt;       /* (n_layer, hkv); -1: none */
@@ -78,7 +77,6 @@ void sl_sparse_free(struct sl_sparse *s) {
     free(s->topk_work);
     free(s->idx);
     free(s->cnt);
-    free(s->kround);
     free(s->gk);
     free(s->gv);
     free(s);
@@ -162,7 +160,6 @@ int sl_sparse_create(const struct sl_attn_params *p, const struct sl_model_confi
     s->cnt = malloc(sizeof(int64_t) * (size_t)s->hkv);
     s->gk = malloc(sizeof(uint16_t) * (size_t)(s->hkv * rows_per_head * d));
     s->gv = malloc(sizeof(uint16_t) * (size_t)(s->hkv * rows_per_head * d));
-    s->kround = malloc(sizeof(float) * (size_t)(n_batch * d));
     s->last_idx = malloc(sizeof(int64_t) * (size_t)(s->n_layer * s->hkv * s->max_sel));
     s->last_cnt = malloc(sizeof(int64_t) * (size_t)(s->n_layer * s->hkv));
     s->pk = malloc(sizeof(uint16_t) * (size_t)(s->hkv * s->max_sel * d));
@@ -174,7 +171,7 @@ int sl_sparse_create(const struct sl_attn_params *p, const struct sl_model_confi
     s->ftmp = malloc(sizeof(float) * (size_t)n_ctx);
     s->qg = malloc(sizeof(float) * (size_t)(n_batch * s->G * d));
     s->og = malloc(sizeof(float) * (size_t)(n_batch * s->G * d));
-    bool ok = s->idx && s->cnt && s->gk && s->gv && s->kround && s->last_idx && s->last_cnt && s->pk && s->pv && s->mask && s->fscore && s->ftmp && s->qg && s->og;
+    bool ok = s->idx && s->cnt && s->gk && s->gv && s->last_idx && s->last_cnt && s->pk && s->pv && s->mask && s->fscore && s->ftmp && s->qg && s->og;
     if (s->hash) {
         s->bits = sl_hash_get_params(s->hash)->bits;
         s->W = sl_hash_code_words(s->bits);
