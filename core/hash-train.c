@@ -13,8 +13,8 @@
 
 struct sl_hash_train_params sl_hash_train_default_params(void) {
     return (struct sl_hash_train_params){
-        .steps = 300, .queries = 64, .pos_samples = 16, .neg_samples = 64, .min_pos = 64,
-        .pos_frac = 0.02f, .gamma = 64.0f, .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.98f,
+        .steps = 300, .queries = 128, .pos_samples = 32, .neg_samples = 128, .min_pos = 64,
+        .pos_frac = 0.02f, .gamma = 64.0f, .lr = 3e-3f, .beta1 = 0.9f, .beta2 = 0.98f,
         .eps = 1e-8f, .weight_decay = 0.1f, .clip = 1.0f, .warmup_frac = 0.05f, .seed = 1};
 }
 

@@ -137,8 +137,11 @@ int cmd_train_hash(int argc, char **argv) {
         goto done;
     }
     char note[8400];
-    snprintf(note, sizeof note, "spotlight train-hash --bits %" PRId64 " --steps %" PRId64 " --budget %g; data %s",
-             bits, steps, budget, qk_dir);
+    const struct sl_hash_train_params dp = sl_hash_train_default_params();
+    snprintf(note, sizeof note,
+             "spotlight train-hash --bits %" PRId64 " --steps %" PRId64 " --budget %g; lr %g, gamma %g, %d queries x %d "
+             "positives x %d negatives per step; data %s",
+             bits, steps, budget, dp.lr, dp.gamma, dp.queries, dp.pos_samples, dp.neg_samples, qk_dir);
     sl_hash_set_note(h, note);
     const double t0 = cli_now();
     int32_t trained_now = 0;
