@@ -38,7 +38,7 @@ struct sl_context {
     /* K/V in a store (params.kv_path): created by sl_context_set_attention */
     char *kv_path;
     int64_t kv_ram_budget;
-    bool kv_resume;
+    bool kv_resume, kv_in_ram;
     sl_kv_store_t store;
     int32_t ram_layers;        /* layers whose K/V the RAM cache holds: all, or the dense ones */
     uint16_t *k16, *v16;       /* (n_batch, n_head_kv * head_dim) the chunk's K/V in f16 */
@@ -71,9 +71,10 @@ int sl_context_create(const sl_model *m, const struct sl_context_params *p, sl_c
     ctx->ram_layers = c->n_layer;
     ctx->kv_ram_budget = pp.kv_ram_budget;
     ctx->kv_resume = pp.kv_resume;
+    ctx->kv_in_ram = pp.kv_path && pp.kv_in_ram;
     int rc = sl_backend_create(pp.n_threads, &ctx->be);
     if (!rc && pp.kv_path && !(ctx->kv_path = strdup(pp.kv_path))) rc = sl_fail(SL_ENOMEM, "out of memory");
-    if (!rc && pp.kv_path) /* the cache holds the dense layers only, sized when the mode is set */
+    if (!rc && pp.kv_path && !pp.kv_in_ram) /* the cache holds the dense layers only, sized when the mode is set */
         ctx->kv.n_ctx = pp.n_ctx;
     else if (!rc)
         rc = sl_kv_cache_init(&ctx->kv, c->n_layer, c->n_head_kv, c->head_dim, pp.n_ctx);
@@ -171,7 +172,7 @@ static int layer_forward(sl_context *ctx, int32_t il, int64_t n, int64_t pos0) {
     }
     if (ctx->sparse) TRY(sl_sparse_add_keys(ctx->sparse, il, pos0, n, ctx->k));
     if (sl_sparse_applies(ctx->sparse, il, n)) {
-        struct sl_sparse_kv src = ctx->store ? (struct sl_sparse_kv){.store = ctx->store, .ck = ctx->k16, .cv = ctx->v16}
+        struct sl_sparse_kv src = il >= ctx->ram_layers ? (struct sl_sparse_kv){.store = ctx->store, .ck = ctx->k16, .cv = ctx->v16}
                                              : (struct sl_sparse_kv){.cache = &ctx->kv};
         TRY(sl_sparse_attend(ctx->sparse, be, &src, il, ctx->q, n, pos0, ctx->att));
     } else {
@@ -222,7 +223,8 @@ int sl_context_eval(sl_context *ctx, const int32_t *tokens, int64_t n, bool all_
         int64_t m = n - done < ctx->n_batch ? n - done : ctx->n_batch, pos0 = ctx->n_past;
         TRY(ctx->be->get_rows(ctx->be, sl_model_token_embd(ctx->model), tokens + done, m, ctx->x));
         if (ctx->kv_path && !ctx->store)
-            return sl_fail(SL_EINVAL, "K/V in a store file needs a sparse attention mode (set before the first eval)");
+            return sl_fail(SL_EINVAL, "K/V in a store file: set the attention mode (sparse, unless the K/V stay "
+                                      "in RAM too) before the first eval");
         for (int32_t il = 0; il < c->n_layer; il++) {
             int rc = layer_forward(ctx, il, m, pos0);
             if (rc) {
@@ -266,8 +268,9 @@ int64_t sl_context_host_bytes(const sl_context *c) {
     return b;
 }
 
-/* The store file and the RAM cache of the dense layers (replacing what an earlier call made). */
-static int open_store(sl_context *c, int32_t dense_layers, const uint8_t fp[32], struct sl_sparse *sparse) {
+/* The store file and the RAM cache of the layers [0, ram_layers) (replacing what an earlier call
+ * made); sparse: the new mode's state, NULL for dense, whose codes a resumed store fills. */
+static int open_store(sl_context *c, int32_t ram_layers, const uint8_t fp[32], struct sl_sparse *sparse) {
     const struct sl_model_config *cfg = c->cfg;
     sl_kv_store_free(c->store);
     c->store = NULL;
@@ -275,9 +278,9 @@ static int open_store(sl_context *c, int32_t dense_layers, const uint8_t fp[32],
     sl_kv_cache_free(&c->kv);
     memset(&c->kv, 0, sizeof c->kv);
     c->kv.n_ctx = n_ctx;
-    c->ram_layers = dense_layers;
-    if (dense_layers > 0) {
-        int rc = sl_kv_cache_init(&c->kv, dense_layers, cfg->n_head_kv, cfg->head_dim, n_ctx);
+    c->ram_layers = ram_layers;
+    if (ram_layers > 0) {
+        int rc = sl_kv_cache_init(&c->kv, ram_layers, cfg->n_head_kv, cfg->head_dim, n_ctx);
         if (rc) return rc;
     }
     struct sl_kv_shape shape = {.n_layer = cfg->n_layer, .n_head_kv = cfg->n_head_kv, .head_dim = cfg->head_dim,
@@ -297,19 +300,20 @@ static int open_store(sl_context *c, int32_t dense_layers, const uint8_t fp[32],
     if (sl_kv_store_capacity(c->store) < n_ctx)
         return sl_fail(SL_EINVAL, "%s holds at most %" PRId64 " positions; the context asks for %" PRId64, c->kv_path,
                        sl_kv_store_capacity(c->store), n_ctx);
-    /* the dense layers' rows back into RAM; every other stored key hashed again */
+    /* the RAM layers' rows back into RAM; the sparse layers' keys hashed again */
     uint16_t *kb = NULL, *vb = NULL;
-    if (n > 0 && sparse) {
+    if (n > 0 && sparse && ram_layers < cfg->n_layer) {
         kb = malloc(sizeof(uint16_t) * (size_t)(n * cfg->head_dim));
         vb = malloc(sizeof(uint16_t) * (size_t)(n * cfg->head_dim));
         if (!kb || !vb) rc = sl_fail(SL_ENOMEM, "cannot read back %" PRId64 " positions", n);
     }
     for (int32_t l = 0; !rc && n > 0 && l < cfg->n_layer; l++)
         for (int32_t h = 0; !rc && h < cfg->n_head_kv; h++) {
-            if (l < dense_layers)
-                rc = sl_kv_store_read_range(c->store, l, h, 0, n, (void *)sl_kv_cache_k(&c->kv, l, h, 0),
-                                            (void *)sl_kv_cache_v(&c->kv, l, h, 0));
-            else if (sparse && !(rc = sl_kv_store_read_range(c->store, l, h, 0, n, kb, vb)))
+            if (l < ram_layers) {
+                uint16_t *k = (uint16_t *)sl_kv_cache_k(&c->kv, l, h, 0);
+                rc = sl_kv_store_read_range(c->store, l, h, 0, n, k, (void *)sl_kv_cache_v(&c->kv, l, h, 0));
+                if (!rc && sparse) rc = sl_sparse_add_head_keys_f16(sparse, l, h, 0, n, k); /* no-op if dense */
+            } else if (sparse && !(rc = sl_kv_store_read_range(c->store, l, h, 0, n, kb, vb)))
                 rc = sl_sparse_add_head_keys_f16(sparse, l, h, 0, n, kb);
         }
     free(kb);
@@ -324,20 +328,20 @@ int sl_context_set_attention(sl_context *c, const struct sl_attn_params *p) {
         return sl_fail(SL_EINVAL, "the attention mode is set before the first eval (%" PRId64 " positions evaluated)",
                        c->n_past);
     struct sl_attn_params pp = *p;
-    if (c->kv_path) {
+    if (c->kv_path && !c->kv_in_ram) {
         if (p->mode != SL_ATTN_SPOTLIGHT && p->mode != SL_ATTN_SIMHASH)
-            return sl_fail(SL_EINVAL, "K/V in a store file needs spotlight or simhash attention");
+            return sl_fail(SL_EINVAL, "K/V in a store file needs spotlight or simhash attention "
+                                      "(or the K/V kept in RAM too)");
         pp.sparse_prefill = true; /* dense prefill would read the whole store every chunk */
     }
     struct sl_sparse *sp = NULL;
     uint8_t fp[32];
-    if (p->mode != SL_ATTN_DENSE) {
-        int rc = sl_model_fingerprint(c->model, fp);
-        if (!rc) rc = sl_sparse_create(&pp, c->cfg, fp, c->kv.n_ctx, c->n_batch, &sp);
-        if (rc) return rc;
-    }
+    int rc = 0;
+    if (p->mode != SL_ATTN_DENSE || c->kv_path) rc = sl_model_fingerprint(c->model, fp);
+    if (!rc && p->mode != SL_ATTN_DENSE) rc = sl_sparse_create(&pp, c->cfg, fp, c->kv.n_ctx, c->n_batch, &sp);
+    if (rc) return rc;
     if (c->kv_path) {
-        int rc = open_store(c, pp.dense_layers, fp, sp);
+        rc = open_store(c, c->kv_in_ram ? c->cfg->n_layer : pp.dense_layers, fp, sp);
         if (rc) {
             sl_sparse_free(sp);
             return rc;

@@ -39,7 +39,7 @@ struct sl_hash_trainer {
     struct fn_cache *qc;      /* per query head of a group: queries rows */
     float *csum, *dcsum;      /* (queries, bits) */
     float *S, *A, *dS, *L;    /* (queries, max_n) */
-    float *du, *dr;           /* (max_n, d) backward scratch */
+    float *du, *dr;           /* (max(max_n, queries), d) backward scratch */
     float *sel;               /* (max_n) */
     int32_t *qi, *pos, *neg;  /* (queries), (max_n), (max_n) */
 };
@@ -128,8 +128,9 @@ int sl_hash_trainer_create(sl_hash *h, int32_t layer, const struct sl_hash_train
     t->A = falloc(Q * N, &fail);
     t->dS = falloc(Q * N, &fail);
     t->L = falloc(Q * N, &fail);
-    t->du = falloc(N * t->d, &fail);
-    t->dr = falloc(N * t->d, &fail);
+    const int64_t rows = N > Q ? N : Q; /* backward runs over the keys, then over the queries */
+    t->du = falloc(rows * t->d, &fail);
+    t->dr = falloc(rows * t->d, &fail);
     t->sel = falloc(N, &fail);
     t->qi = calloc((size_t)Q, sizeof *t->qi);
     t->pos = calloc((size_t)N, sizeof *t->pos);

@@ -141,7 +141,7 @@ fi
 expect_error "attn unknown mode" 2 "--attn must be" -- "$bin" generate -p hi --attn sparse
 expect_error "attn bad budget" 2 "--budget must be" -- "$bin" generate -p hi --budget 0
 expect_error "attn bad block" 2 "--block must be a power of two" -- "$bin" generate -p hi --block 12
-expect_error "kv bad spec" 2 "--kv must be ram or file:PATH" -- "$bin" generate -p hi --kv disk
+expect_error "kv bad spec" 2 "--kv must be ram, ram:PATH or file:PATH" -- "$bin" generate -p hi --kv disk
 expect_error "resume without a store" 1 "--resume needs --kv file:PATH" -- "$bin" generate -p hi --attn simhash --resume
 expect_error "store with dense attention" 1 "needs --attn spotlight or simhash" -- "$bin" generate -p hi --kv "file:$tmp/x.slkv"
 expect_error "spotlight without a hash file" 1 "no hash file|hash" -- "$bin" generate -p hi --attn spotlight --hash "$tmp/none.slhash"
@@ -153,6 +153,17 @@ if "$bin" generate -p "The lighthouse keeper climbed the stairs and" -n 6 --temp
   grep -q "resuming after $n1 stored tokens" "$tmp/err" && ok || bad "resume: expected 'resuming after $n1' in: $(head -1 "$tmp/err")"
 else
   bad "store + resume: $(tail -1 "$tmp/err")"
+fi
+
+# K/V in RAM written through to a store: dense attention, resumed into RAM
+if "$bin" generate -p "The lighthouse keeper climbed the stairs and" -n 5 --temp 0 \
+     --kv "ram:$tmp/dense.slkv" -c 512 --json >"$tmp/g2.json" 2>"$tmp/err" &&
+   "$bin" generate -p " Then" -n 3 --temp 0 --kv "ram:$tmp/dense.slkv" -c 512 --resume \
+     >"$tmp/out" 2>"$tmp/err"; then
+  n2=$(python3 -c "import json,sys; d = json.load(open(sys.argv[1])); print(d['n_prompt'] + d['n_generated'])" "$tmp/g2.json")
+  grep -q "resuming after $n2 stored tokens" "$tmp/err" && ok || bad "ram store resume: expected 'resuming after $n2' in: $(head -1 "$tmp/err")"
+else
+  bad "ram store + resume: $(tail -1 "$tmp/err")"
 fi
 
 echo "cli: $pass passed, $fail failed"

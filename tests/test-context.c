@@ -407,3 +407,62 @@ Test(context, resumed_store_continues_identically) {
     free(want);
     unlink(path);
 }
+
+/* K/V kept in RAM and written through to a store (kv_in_ram): any mode, dense included, gives
+ * the logits of plain RAM, and a context that resumes the store (reading every layer back into
+ * RAM, re-hashing the sparse layers' keys) continues exactly as one that never stopped. */
+Test(context, ram_store_resumes_identically) {
+    int32_t t[N];
+    prompt(t);
+    enum { STEPS = 4, CUT = 2 };
+    for (int mode = 0; mode < 2; mode++) {
+        char path[] = "/tmp/sl-ctx-ramkv-XXXXXX";
+        int fd = mkstemp(path);
+        cr_assert(fd >= 0);
+        close(fd);
+        struct sl_attn_params p = sl_attn_default_params(mode ? SL_ATTN_SIMHASH : SL_ATTN_DENSE);
+        p.dense_layers = 1, p.budget = 0.1f, p.min_tokens = 2, p.n_sink = 1, p.n_window = 3;
+        struct sl_context_params cp = sl_context_default_params();
+        cp.n_ctx = 256, cp.n_batch = 16, cp.n_threads = 2;
+        sl_context *ref = NULL;
+        cr_assert_eq(sl_context_create(g_model, &cp, &ref), 0);
+        cr_assert_eq(sl_context_set_attention(ref, &p), 0);
+        cr_assert_eq(sl_context_eval(ref, t, N, false), 0);
+        int32_t toks[STEPS];
+        float *want = malloc(sizeof(float) * STEPS * V);
+        for (int s = 0; s < STEPS; s++) {
+            toks[s] = argmax(sl_context_logits(ref));
+            cr_assert_eq(sl_context_eval(ref, &toks[s], 1, false), 0);
+            memcpy(want + (size_t)s * V, sl_context_logits(ref), sizeof(float) * V);
+        }
+        sl_context_free(ref);
+        cp.kv_path = path;
+        cp.kv_in_ram = true;
+        sl_context *a;
+        cr_assert_eq(sl_context_create(g_model, &cp, &a), 0);
+        cr_assert_eq(sl_context_eval(a, t, 4, false), SL_EINVAL, "a store needs the mode set first");
+        cr_assert_eq(sl_context_set_attention(a, &p), 0, "%s", sl_error_detail());
+        cr_assert_eq(sl_context_eval(a, t, N, false), 0);
+        for (int s = 0; s < CUT; s++) {
+            cr_assert_eq(sl_context_eval(a, &toks[s], 1, false), 0);
+            cr_assert_arr_eq(sl_context_logits(a), want + (size_t)s * V, sizeof(float) * V, "mode %d step %d", mode, s);
+        }
+        struct sl_attn_stats st;
+        sl_context_attn_stats(a, &st);
+        cr_assert_eq(st.kv_bytes_read, 0, "attention read RAM, not the store");
+        sl_context_free(a);
+        cp.kv_resume = true;
+        sl_context *b;
+        cr_assert_eq(sl_context_create(g_model, &cp, &b), 0);
+        cr_assert_eq(sl_context_set_attention(b, &p), 0, "%s", sl_error_detail());
+        cr_assert_eq(sl_context_n_past(b), N + CUT);
+        for (int s = CUT; s < STEPS; s++) {
+            cr_assert_eq(sl_context_eval(b, &toks[s], 1, false), 0);
+            cr_assert_arr_eq(sl_context_logits(b), want + (size_t)s * V, sizeof(float) * V, "mode %d step %d resumed",
+                             mode, s);
+        }
+        sl_context_free(b);
+        free(want);
+        unlink(path);
+    }
+}

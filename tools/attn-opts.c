@@ -15,12 +15,14 @@ void attn_opts_init(struct attn_opts *a) {
     a->p = sl_attn_default_params(SL_ATTN_DENSE);
     a->hash = NULL;
     a->kv_path = NULL;
+    a->kv_in_ram = false;
     a->kv_ram_budget = 0;
     a->kv_resume = false;
 }
 
 void attn_opts_context(const struct attn_opts *a, struct sl_context_params *cp) {
     cp->kv_path = a->kv_path;
+    cp->kv_in_ram = a->kv_in_ram;
     cp->kv_ram_budget = a->kv_ram_budget;
     cp->kv_resume = a->kv_resume;
 }
@@ -87,10 +89,12 @@ int attn_opts_parse(const char *cmd, int c, const char *arg, struct attn_opts *a
     case O_HASH: a->hash = arg; return 0;
     case O_SPREFILL: a->p.sparse_prefill = true; return 0;
     case O_KV:
+        a->kv_in_ram = !strncmp(arg, "ram", 3);
         if (!strcmp(arg, "ram")) a->kv_path = NULL;
         else if (!strncmp(arg, "file:", 5) && arg[5]) a->kv_path = arg + 5;
+        else if (!strncmp(arg, "ram:", 4) && arg[4]) a->kv_path = arg + 4;
         else {
-            fprintf(stderr, "spotlight %s: --kv must be ram or file:PATH\n", cmd);
+            fprintf(stderr, "spotlight %s: --kv must be ram, ram:PATH or file:PATH\n", cmd);
             return 2;
         }
         return 0;
@@ -134,24 +138,25 @@ void attn_opts_usage(FILE *f) {
                "      --sparse-prefill    prefill chunks attend sparsely too (inputs beyond dense reach)\n"
                "      --kv ram|file:PATH  where K/V live: RAM (default), or a store file read with io_uring\n"
                "                          behind a block cache (spotlight/simhash; implies --sparse-prefill)\n"
+               "      --kv ram:PATH       K/V in RAM, written through to a store file that --resume reopens\n"
+               "                          (any --attn)\n"
                "      --cache-mb N        RAM the file store may use, cache included (default 256)\n"
                "      --prefetch          with a store: read the next layer's previous selection ahead\n"
                "                          (for slow storage; off by default)\n"
-               "      --resume            reopen the --kv file a previous run left and continue after its\n"
+               "      --resume            reopen the --kv store a previous run left and continue after its\n"
                "                          tokens (the prompt is appended, without BOS; same attention options)\n");
 }
 
 int attn_opts_apply(const char *cmd, struct attn_opts *a, sl_context *ctx, const char *model_path) {
     if (a->kv_resume && !a->kv_path) {
-        fprintf(stderr, "spotlight %s: --resume needs --kv file:PATH\n", cmd);
+        fprintf(stderr, "spotlight %s: --resume needs --kv file:PATH or ram:PATH\n", cmd);
         return -1;
     }
-    if (a->p.mode == SL_ATTN_DENSE) {
-        if (a->kv_path) {
-            fprintf(stderr, "spotlight %s: --kv file:PATH needs --attn spotlight or simhash\n", cmd);
-            return -1;
-        }
-        return 0;
+    if (a->p.mode == SL_ATTN_DENSE && !a->kv_path) return 0;
+    if (a->kv_path && !a->kv_in_ram && a->p.mode != SL_ATTN_SPOTLIGHT && a->p.mode != SL_ATTN_SIMHASH) {
+        fprintf(stderr, "spotlight %s: --kv file:PATH needs --attn spotlight or simhash (--kv ram:PATH takes any)\n",
+                cmd);
+        return -1;
     }
     char hash[8400], cache[4096];
     if (a->p.mode == SL_ATTN_SPOTLIGHT) {

@@ -2,7 +2,7 @@
  * perplexity, ...): parsing and applying them to a context.
  *   --attn dense|spotlight|simhash|topk-exact  --budget 2%|0.02  --min-tokens N  --sinks N
  *   --window N  --dense-layers N  --bits B  --hash FILE  --block N  --rerank R  --sparse-prefill
- *   --kv ram|file:PATH  --cache-mb N  --resume  --prefetch   (where K/V live: context params, see context.h) */
+ *   --kv ram|ram:PATH|file:PATH  --cache-mb N  --resume  --prefetch   (where K/V live: context params, see context.h) */
 #ifndef SL_TOOLS_ATTN_OPTS_H
 #define SL_TOOLS_ATTN_OPTS_H
 
@@ -18,7 +18,8 @@
 struct attn_opts {
     struct sl_attn_params p;
     const char *hash;      /* --hash, else the cache's file for the model and --bits */
-    const char *kv_path;   /* --kv file:PATH; NULL for --kv ram (default) */
+    const char *kv_path;   /* --kv file:PATH or ram:PATH; NULL for --kv ram (default) */
+    bool kv_in_ram;        /* --kv ram:PATH: K/V in RAM, the file a write-through copy */
     int64_t kv_ram_budget; /* --cache-mb, in bytes; 0: the store's default */
     bool kv_resume;        /* --resume */
 };

@@ -30,9 +30,14 @@ struct sl_context_params {
      * (sparse_prefill is implied). NULL: K/V in RAM. */
     const char *kv_path;
     int64_t kv_ram_budget;
+    /* With kv_path: every layer's K/V stays in RAM as well and attention reads it there; the
+     * store file is a write-through copy that a later context resumes (into RAM again, or
+     * with K/V read from the file). Any attention mode; nothing implied. */
+    bool kv_in_ram;
     /* With kv_path: reopen the store a previous context left (sl_context_free syncs it)
      * instead of replacing it, and continue after its positions: sl_context_set_attention
-     * reads the dense layers' K/V back into RAM and re-hashes every stored key (the same
+     * reads the dense layers' K/V (every layer's with kv_in_ram) back into RAM and re-hashes
+     * every stored key of the sparse layers (the same
      * codes: keys are hashed as stored, in f16). The model and the attention parameters
      * should be the ones the store was written with; the model is checked. */
     bool kv_resume;
