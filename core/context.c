@@ -39,6 +39,7 @@ struct sl_context {
     char *kv_path;
     int64_t kv_ram_budget;
     bool kv_resume, kv_in_ram;
+    int64_t kv_resume_keep;
     sl_kv_store_t store;
     int32_t ram_layers;        /* layers whose K/V the RAM cache holds: all, or the dense ones */
     uint16_t *k16, *v16;       /* (n_batch, n_head_kv * head_dim) the chunk's K/V in f16 */
@@ -71,6 +72,7 @@ int sl_context_create(const sl_model *m, const struct sl_context_params *p, sl_c
     ctx->ram_layers = c->n_layer;
     ctx->kv_ram_budget = pp.kv_ram_budget;
     ctx->kv_resume = pp.kv_resume;
+    ctx->kv_resume_keep = pp.kv_resume_keep;
     ctx->kv_in_ram = pp.kv_path && pp.kv_in_ram;
     int rc = sl_backend_create(pp.n_threads, &ctx->be);
     if (!rc && pp.kv_path && !(ctx->kv_path = strdup(pp.kv_path))) rc = sl_fail(SL_ENOMEM, "out of memory");
@@ -296,7 +298,14 @@ static int open_store(sl_context *c, int32_t ram_layers, const uint8_t fp[32], s
     if (!c->kv_resume) return sl_kv_store_create(&shape, &sp, &c->store);
     int rc = sl_kv_store_open(&shape, &sp, &c->store);
     if (rc) return rc;
-    const int64_t n = sl_kv_store_n_tokens(c->store);
+    int64_t n = sl_kv_store_n_tokens(c->store);
+    if (c->kv_resume_keep < 0 || c->kv_resume_keep > n)
+        return sl_fail(SL_EINVAL, "%s holds %" PRId64 " positions; cannot keep %" PRId64, c->kv_path, n,
+                       c->kv_resume_keep);
+    if (c->kv_resume_keep > 0 && c->kv_resume_keep < n) {
+        if ((rc = sl_kv_store_truncate(c->store, c->kv_resume_keep))) return rc;
+        n = c->kv_resume_keep;
+    }
     if (sl_kv_store_capacity(c->store) < n_ctx)
         return sl_fail(SL_EINVAL, "%s holds at most %" PRId64 " positions; the context asks for %" PRId64, c->kv_path,
                        sl_kv_store_capacity(c->store), n_ctx);

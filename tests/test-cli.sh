@@ -162,6 +162,10 @@ if "$bin" generate -p "The lighthouse keeper climbed the stairs and" -n 5 --temp
      >"$tmp/out" 2>"$tmp/err"; then
   n2=$(python3 -c "import json,sys; d = json.load(open(sys.argv[1])); print(d['n_prompt'] + d['n_generated'])" "$tmp/g2.json")
   grep -q "resuming after $n2 stored tokens" "$tmp/err" && ok || bad "ram store resume: expected 'resuming after $n2' in: $(head -1 "$tmp/err")"
+  "$bin" generate -p " Then" -n 2 --temp 0 --kv "ram:$tmp/dense.slkv" -c 512 --resume=3 >"$tmp/out" 2>"$tmp/err" &&
+    grep -q "resuming after 3 stored tokens" "$tmp/err" && ok || bad "--resume=3: $(head -1 "$tmp/err")"
+  expect_error "resume past the stored tokens" 1 "cannot keep 9999" -- \
+    "$bin" generate -p " Then" -n 2 --kv "ram:$tmp/dense.slkv" -c 512 --resume=9999
 else
   bad "ram store + resume: $(tail -1 "$tmp/err")"
 fi

@@ -462,6 +462,22 @@ Test(context, ram_store_resumes_identically) {
                              mode, s);
         }
         sl_context_free(b);
+        /* resumed at an earlier point: the later positions are dropped, and it goes on from there */
+        cp.kv_resume_keep = N;
+        cr_assert_eq(sl_context_create(g_model, &cp, &b), 0);
+        cr_assert_eq(sl_context_set_attention(b, &p), 0, "%s", sl_error_detail());
+        cr_assert_eq(sl_context_n_past(b), N);
+        for (int s = 0; s < STEPS; s++) {
+            cr_assert_eq(sl_context_eval(b, &toks[s], 1, false), 0);
+            cr_assert_arr_eq(sl_context_logits(b), want + (size_t)s * V, sizeof(float) * V, "mode %d step %d kept %d",
+                             mode, s, N);
+        }
+        sl_context_free(b);
+        cp.kv_resume_keep = N + STEPS + 1; /* more than stored */
+        cr_assert_eq(sl_context_create(g_model, &cp, &b), 0);
+        cr_assert_eq(sl_context_set_attention(b, &p), SL_EINVAL);
+        sl_context_free(b);
+        cp.kv_resume_keep = 0;
         free(want);
         unlink(path);
     }

@@ -18,6 +18,7 @@ void attn_opts_init(struct attn_opts *a) {
     a->kv_in_ram = false;
     a->kv_ram_budget = 0;
     a->kv_resume = false;
+    a->kv_resume_keep = 0;
 }
 
 void attn_opts_context(const struct attn_opts *a, struct sl_context_params *cp) {
@@ -25,6 +26,7 @@ void attn_opts_context(const struct attn_opts *a, struct sl_context_params *cp) 
     cp->kv_in_ram = a->kv_in_ram;
     cp->kv_ram_budget = a->kv_ram_budget;
     cp->kv_resume = a->kv_resume;
+    cp->kv_resume_keep = a->kv_resume_keep;
 }
 
 void attn_opts_table(struct option *opts, int *n) {
@@ -35,7 +37,7 @@ void attn_opts_table(struct option *opts, int *n) {
         {"bits", required_argument, 0, O_BITS},         {"hash", required_argument, 0, O_HASH},
         {"sparse-prefill", no_argument, 0, O_SPREFILL}, {"kv", required_argument, 0, O_KV},
         {"cache-mb", required_argument, 0, O_CACHE_MB}, {"block", required_argument, 0, O_BLOCK},
-        {"resume", no_argument, 0, O_RESUME}, {"rerank", required_argument, 0, O_RERANK},
+        {"resume", optional_argument, 0, O_RESUME}, {"rerank", required_argument, 0, O_RERANK},
         {"prefetch", no_argument, 0, O_PREFETCH}};
     for (int i = 0; i < ATTN_OPT_COUNT; i++) opts[(*n)++] = mine[i];
 }
@@ -98,7 +100,9 @@ int attn_opts_parse(const char *cmd, int c, const char *arg, struct attn_opts *a
             return 2;
         }
         return 0;
-    case O_RESUME: a->kv_resume = true; return 0;
+    case O_RESUME:
+        a->kv_resume = true;
+        return arg && cli_parse_i64(cmd, "--resume", arg, 1, INT64_MAX, &a->kv_resume_keep) ? 2 : 0;
     case O_PREFETCH: a->p.prefetch = true; return 0;
     case O_RERANK:
         if (cli_parse_i64(cmd, "--rerank", arg, 1, 64, &v)) return 2;
@@ -143,8 +147,9 @@ void attn_opts_usage(FILE *f) {
                "      --cache-mb N        RAM the file store may use, cache included (default 256)\n"
                "      --prefetch          with a store: read the next layer's previous selection ahead\n"
                "                          (for slow storage; off by default)\n"
-               "      --resume            reopen the --kv store a previous run left and continue after its\n"
-               "                          tokens (the prompt is appended, without BOS; same attention options)\n");
+               "      --resume[=N]        reopen the --kv store a previous run left and continue after its\n"
+               "                          tokens (the prompt is appended, without BOS; same attention options);\n"
+               "                          =N: after its first N tokens, dropping the rest from the store\n");
 }
 
 int attn_opts_apply(const char *cmd, struct attn_opts *a, sl_context *ctx, const char *model_path) {

@@ -22,6 +22,7 @@ struct attn_opts {
     bool kv_in_ram;        /* --kv ram:PATH: K/V in RAM, the file a write-through copy */
     int64_t kv_ram_budget; /* --cache-mb, in bytes; 0: the store's default */
     bool kv_resume;        /* --resume */
+    int64_t kv_resume_keep; /* --resume=N: N, else 0 (all) */
 };
 
 void attn_opts_init(struct attn_opts *a);

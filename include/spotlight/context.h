@@ -41,6 +41,9 @@ struct sl_context_params {
      * codes: keys are hashed as stored, in f16). The model and the attention parameters
      * should be the ones the store was written with; the model is checked. */
     bool kv_resume;
+    /* With kv_resume: > 0 keeps only the first kv_resume_keep stored positions and drops the
+     * rest from the store (to go on from an earlier point); 0 keeps them all. */
+    int64_t kv_resume_keep;
 };
 
 struct sl_context_params sl_context_default_params(void);
