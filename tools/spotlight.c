@@ -10,7 +10,7 @@ static const struct command {
     const char *summary;
 } k_commands[] = {
     {"inspect", cmd_inspect, "show a model's architecture, tensors, and KV-cache size per token"},
-    {"generate", cmd_generate, "generate text from a prompt (dense attention), with speed stats"},
+    {"generate", cmd_generate, "generate text from a prompt (dense or sparse attention, K/V in RAM or a store), with speed stats"},
     {"perplexity", cmd_perplexity, "perplexity of a text file, computed as llama.cpp does"},
     {"dump-qk", cmd_dump_qk, "write every layer's post-RoPE q/k over real text (hash training data)"},
     {"train-hash", cmd_train_hash, "train the per-layer Spotlight hash on q/k dumps, write a hash file"},
