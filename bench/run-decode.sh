@@ -7,7 +7,9 @@
 # bench/results/decode-cpu.{md,csv}.
 #
 #   bench/run-decode.sh [--contexts 4096,16384,65536,131072] [--decode N] [--threads T]
-#                       [--bits B] [--no-llama]
+#                       [--bits B] [--no-llama] [--work DIR]
+# --work DIR: keep the document, the store and every run's JSON in DIR (a rerun with the same DIR
+# reuses the ingest and the runs already done, e.g. after an interruption).
 #
 # Takes ~50 minutes on 2 cores (the 128K prefill is most of it) and ~6 GB of disk under
 # $TMPDIR. Needs build/ and the 64-bit hash (tools/setup.sh); llama.cpp's llama-bench from
@@ -19,6 +21,7 @@ decode=32
 threads=2
 llama=1
 bits=64
+work=
 while [ $# -gt 0 ]; do
   case $1 in
     --contexts) contexts=$2; shift 2 ;;
@@ -26,6 +29,7 @@ while [ $# -gt 0 ]; do
     --threads) threads=$2; shift 2 ;;
     --bits) bits=$2; shift 2 ;;
     --no-llama) llama=0; shift ;;
+    --work) work=$2; shift 2 ;;
     *) echo "run-decode: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -38,31 +42,43 @@ llama_bench=$cache/llama-cpp/bin/llama-bench
 [ -f "$hash" ] || { echo "run-decode: no $bits-bit hash file; run tools/make-hash.sh --bits $bits" >&2; exit 1; }
 [ $llama = 0 ] || [ -x "$llama_bench" ] || { echo "run-decode: llama-bench missing; run tools/ref/llama-cpp.sh or pass --no-llama" >&2; exit 1; }
 ls "$cache"/corpus/heldout/*.txt >/dev/null || { echo "run-decode: no corpus; run tools/fetch-corpus.sh" >&2; exit 1; }
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+if [ -n "$work" ]; then
+  mkdir -p "$work"
+  tmp=$work
+else
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+fi
 max=$(tr , '\n' <<<"$contexts" | sort -n | tail -1)
 
 # The document: held-out corpus text, 3.9-4.3 bytes per token for this tokenizer: a little over max.
-head -c $((max * 43 / 10 + 8192)) < <(cat "$cache"/corpus/heldout/*.txt) >"$tmp/doc.txt"
+[ -s "$tmp/doc.txt" ] || head -c $((max * 43 / 10 + 8192)) < <(cat "$cache"/corpus/heldout/*.txt) >"$tmp/doc.txt"
 n_ctx=$((max * 5 / 4 + 4096))
 attn=(--attn spotlight --bits "$bits" --hash "$hash" -t "$threads" --temp 0)
 
+# The ingest as the README recommends for long documents in the file tier: block selection (one
+# fetch per 16-position block) behind a 1 GiB cache.
+[ -s "$tmp/e2e.json" ] && [ -s "$tmp/kv.slkv" ] || {
 echo "run-decode: ingesting the document (sparse prefill, file tier)" >&2
-$bin generate -f "$tmp/doc.txt" -n "$decode" -c $n_ctx "${attn[@]}" --kv "file:$tmp/kv.slkv" --json \
-  >"$tmp/e2e.json" 2>"$tmp/e2e.err" || { tail -3 "$tmp/e2e.err" >&2; exit 1; }
+$bin generate -f "$tmp/doc.txt" -n "$decode" -c $n_ctx "${attn[@]}" --block 16 --cache-mb 1024 --kv "file:$tmp/kv.slkv" --json \
+  >"$tmp/e2e.part" 2>"$tmp/e2e.err" || { tail -3 "$tmp/e2e.err" >&2; exit 1; }
+mv "$tmp/e2e.part" "$tmp/e2e.json"
+: >"$tmp/runs.txt"
+}
 stored=$(python3 -c "import json,sys; d = json.load(open(sys.argv[1])); print(d['n_prompt'] + d['n_generated'])" "$tmp/e2e.json")
 
 run() { # name context extra-args...
   local name=$1 c=$2
   shift 2
   sync
+  if grep -q "^$name $c " "$tmp/runs.txt"; then return; fi
   local cold=0
   { echo 1 >/proc/sys/vm/drop_caches; } 2>/dev/null && cold=1
   $bin generate -p " And then" -n "$decode" -c $n_ctx -t "$threads" --temp 0 --resume="$c" "$@" --json \
     >"$tmp/$name-$c.json" 2>"$tmp/err" || { tail -3 "$tmp/err" >&2; exit 1; }
   echo "$name $c $cold $tmp/$name-$c.json" >>"$tmp/runs.txt"
 }
-: >"$tmp/runs.txt"
+touch "$tmp/runs.txt"
 for c in $(tr , '\n' <<<"$contexts" | sort -rn); do
   [ "$c" -le "$stored" ] || c=$((stored - 1))
   echo "run-decode: decode at $c" >&2
@@ -124,7 +140,7 @@ out.append(f"Model `{os.path.basename(model)}` ({wbytes / 1e6:.0f} MB of weights
            f"256 MiB block cache, the OS page cache dropped before each run where permitted.\n")
 out.append("## End to end: ingesting the document\n")
 a = e2e["attention"]
-out.append(f"- `spotlight generate -f doc.txt --attn spotlight --kv file:PATH -n {decode}`: "
+out.append(f"- `spotlight generate -f doc.txt --attn spotlight --block 16 --cache-mb 1024 --kv file:PATH -n {decode}`: "
            f"{e2e['n_prompt']} prompt tokens, sparse prefill at {e2e['prefill_tok_s']:.1f} tok/s "
            f"({e2e['prefill_s'] / 60:.1f} min), then decode at {e2e['decode_tok_s']:.1f} tok/s")
 out.append(f"- peak RSS **{e2e['peak_rss_bytes'] / 2**30:.2f} GiB** (limit 4 GiB); KV store on disk "
