@@ -57,6 +57,26 @@ static int argmax(const float *l) {
     return b;
 }
 
+/* The reference for the resume tests: K/V in RAM, never interrupted. After the prompt t, the
+ * greedy tokens toks[0, steps) and the logits that follow each (returned, steps x V; free it). */
+static float *greedy_reference(const struct sl_context_params *cp0, const struct sl_attn_params *p,
+                               const int32_t *t, int steps, int32_t *toks) {
+    struct sl_context_params cp = *cp0;
+    cp.kv_path = NULL;
+    sl_context *ref = NULL;
+    cr_assert_eq(sl_context_create(g_model, &cp, &ref), 0);
+    cr_assert_eq(sl_context_set_attention(ref, p), 0);
+    cr_assert_eq(sl_context_eval(ref, t, N, false), 0);
+    float *want = malloc(sizeof(float) * (size_t)steps * V);
+    for (int s = 0; s < steps; s++) {
+        toks[s] = argmax(sl_context_logits(ref));
+        cr_assert_eq(sl_context_eval(ref, &toks[s], 1, false), 0);
+        memcpy(want + (size_t)s * V, sl_context_logits(ref), sizeof(float) * V);
+    }
+    sl_context_free(ref);
+    return want;
+}
+
 /* max |a-b| over a row, relative to the row's logit range */
 static float rel_diff(const float *a, const float *b) {
     float d = 0, lo = a[0], hi = a[0];
@@ -365,21 +385,10 @@ Test(context, resumed_store_continues_identically) {
     p.dense_layers = 2, p.budget = 0.1f, p.min_tokens = 2, p.n_sink = 1, p.n_window = 3;
     struct sl_context_params cp = sl_context_default_params();
     cp.n_ctx = 256, cp.n_batch = 16, cp.n_threads = 2, cp.kv_ram_budget = 26 << 20;
-    /* the reference: K/V in RAM, never interrupted */
-    sl_context *ref = NULL;
-    cr_assert_eq(sl_context_create(g_model, &cp, &ref), 0);
     struct sl_attn_params pr = p;
     pr.sparse_prefill = true; /* what a store implies */
-    cr_assert_eq(sl_context_set_attention(ref, &pr), 0);
-    cr_assert_eq(sl_context_eval(ref, t, N, false), 0);
     int32_t toks[STEPS];
-    float *want = malloc(sizeof(float) * STEPS * V);
-    for (int s = 0; s < STEPS; s++) {
-        toks[s] = argmax(sl_context_logits(ref));
-        cr_assert_eq(sl_context_eval(ref, &toks[s], 1, false), 0);
-        memcpy(want + (size_t)s * V, sl_context_logits(ref), sizeof(float) * V);
-    }
-    sl_context_free(ref);
+    float *want = greedy_reference(&cp, &pr, t, STEPS, toks);
     /* first process: the prompt and CUT tokens into the store */
     cp.kv_path = path;
     sl_context *a;
@@ -424,18 +433,8 @@ Test(context, ram_store_resumes_identically) {
         p.dense_layers = 1, p.budget = 0.1f, p.min_tokens = 2, p.n_sink = 1, p.n_window = 3;
         struct sl_context_params cp = sl_context_default_params();
         cp.n_ctx = 256, cp.n_batch = 16, cp.n_threads = 2;
-        sl_context *ref = NULL;
-        cr_assert_eq(sl_context_create(g_model, &cp, &ref), 0);
-        cr_assert_eq(sl_context_set_attention(ref, &p), 0);
-        cr_assert_eq(sl_context_eval(ref, t, N, false), 0);
         int32_t toks[STEPS];
-        float *want = malloc(sizeof(float) * STEPS * V);
-        for (int s = 0; s < STEPS; s++) {
-            toks[s] = argmax(sl_context_logits(ref));
-            cr_assert_eq(sl_context_eval(ref, &toks[s], 1, false), 0);
-            memcpy(want + (size_t)s * V, sl_context_logits(ref), sizeof(float) * V);
-        }
-        sl_context_free(ref);
+        float *want = greedy_reference(&cp, &p, t, STEPS, toks);
         cp.kv_path = path;
         cp.kv_in_ram = true;
         sl_context *a;
