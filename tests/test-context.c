@@ -77,6 +77,14 @@ static float *greedy_reference(const struct sl_context_params *cp0, const struct
     return want;
 }
 
+/* Feeds toks[from, steps) to c one by one; after each, c's logits must equal want's row. */
+static void expect_continuation(sl_context *c, const int32_t *toks, const float *want, int from, int steps) {
+    for (int s = from; s < steps; s++) {
+        cr_assert_eq(sl_context_eval(c, &toks[s], 1, false), 0);
+        cr_assert_arr_eq(sl_context_logits(c), want + (size_t)s * V, sizeof(float) * V, "step %d (from %d)", s, from);
+    }
+}
+
 /* max |a-b| over a row, relative to the row's logit range */
 static float rel_diff(const float *a, const float *b) {
     float d = 0, lo = a[0], hi = a[0];
@@ -408,10 +416,7 @@ Test(context, resumed_store_continues_identically) {
     cr_assert_arr_eq(back, t, sizeof(int32_t) * N);
     cr_assert_arr_eq(back + N, toks, sizeof(int32_t) * CUT);
     cr_assert_eq(sl_context_stored_tokens(b, 0, N + CUT + 1, back), SL_EINVAL);
-    for (int s = CUT; s < STEPS; s++) {
-        cr_assert_eq(sl_context_eval(b, &toks[s], 1, false), 0);
-        cr_assert_arr_eq(sl_context_logits(b), want + (size_t)s * V, sizeof(float) * V, "step %d after resuming", s);
-    }
+    expect_continuation(b, toks, want, CUT, STEPS);
     sl_context_free(b);
     free(want);
     unlink(path);
@@ -455,22 +460,14 @@ Test(context, ram_store_resumes_identically) {
         cr_assert_eq(sl_context_create(g_model, &cp, &b), 0);
         cr_assert_eq(sl_context_set_attention(b, &p), 0, "%s", sl_error_detail());
         cr_assert_eq(sl_context_n_past(b), N + CUT);
-        for (int s = CUT; s < STEPS; s++) {
-            cr_assert_eq(sl_context_eval(b, &toks[s], 1, false), 0);
-            cr_assert_arr_eq(sl_context_logits(b), want + (size_t)s * V, sizeof(float) * V, "mode %d step %d resumed",
-                             mode, s);
-        }
+        expect_continuation(b, toks, want, CUT, STEPS);
         sl_context_free(b);
         /* resumed at an earlier point: the later positions are dropped, and it goes on from there */
         cp.kv_resume_keep = N;
         cr_assert_eq(sl_context_create(g_model, &cp, &b), 0);
         cr_assert_eq(sl_context_set_attention(b, &p), 0, "%s", sl_error_detail());
         cr_assert_eq(sl_context_n_past(b), N);
-        for (int s = 0; s < STEPS; s++) {
-            cr_assert_eq(sl_context_eval(b, &toks[s], 1, false), 0);
-            cr_assert_arr_eq(sl_context_logits(b), want + (size_t)s * V, sizeof(float) * V, "mode %d step %d kept %d",
-                             mode, s, N);
-        }
+        expect_continuation(b, toks, want, 0, STEPS);
         sl_context_free(b);
         cp.kv_resume_keep = N + STEPS + 1; /* more than stored */
         cr_assert_eq(sl_context_create(g_model, &cp, &b), 0);
