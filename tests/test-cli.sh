@@ -83,7 +83,6 @@ fi
 "$bin" generate -p "Once upon a time" -n 40 --temp 0 --stop "," >"$tmp/stop.txt" 2>/dev/null
 grep -q "stop: stop string" <("$bin" generate -p "Once upon a time" -n 40 --temp 0 --stop "," 2>&1 >/dev/null) && ! grep -q "," "$tmp/stop.txt" && ok || bad "stop string"
 expect_error "empty prompt" 1 "the prompt is empty" -- "$bin" generate -p ""
-expect_error "n zero" 2 "-n must be an integer" -- "$bin" generate -p hi -n 0
 expect_error "n negative" 2 "-n must be an integer" -- "$bin" generate -p hi -n -5
 expect_error "no prompt" 2 "exactly one of -p PROMPT or -f FILE" -- "$bin" generate
 printf 'ab\xff\xfecd' >"$tmp/bad.txt"
@@ -153,6 +152,25 @@ if "$bin" generate -p "The lighthouse keeper climbed the stairs and" -n 6 --temp
   grep -q "resuming after $n1 stored tokens" "$tmp/err" && ok || bad "resume: expected 'resuming after $n1' in: $(head -1 "$tmp/err")"
 else
   bad "store + resume: $(tail -1 "$tmp/err")"
+fi
+
+# ingest only (-n 0) in two pieces, then resume: the same greedy tokens as one run
+if "$bin" generate -p "The lighthouse keeper climbed the stairs and" -n 4 --temp 0 --attn simhash -c 512 \
+     --json >"$tmp/one.json" 2>"$tmp/err" &&
+   "$bin" generate -p "The lighthouse keeper climbed" -n 0 --attn simhash --kv "file:$tmp/pieces.slkv" -c 512 \
+     --json >"$tmp/p1.json" 2>"$tmp/err" &&
+   "$bin" generate -p " the stairs and" -n 4 --temp 0 --attn simhash --kv "file:$tmp/pieces.slkv" -c 512 --resume \
+     --json >"$tmp/p2.json" 2>"$tmp/err"; then
+  python3 - "$tmp/one.json" "$tmp/p1.json" "$tmp/p2.json" <<'PY' && ok || bad "ingest in pieces (-n 0) then resume"
+import json, sys
+one, p1, p2 = (json.load(open(f)) for f in sys.argv[1:])
+assert p1["n_generated"] == 0 and p1["tokens"] == [] and p1["n_stored"] == 0, p1
+assert p1["n_past"] == p1["n_prompt"], p1
+assert p2["n_stored"] == p1["n_past"] and p2["n_past"] == p1["n_past"] + p2["n_prompt"] + 4, p2
+assert p2["tokens"] == one["tokens"], (p2["tokens"], one["tokens"])
+PY
+else
+  bad "ingest in pieces: $(tail -1 "$tmp/err")"
 fi
 
 # K/V in RAM written through to a store: dense attention, resumed into RAM

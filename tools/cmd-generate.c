@@ -39,7 +39,8 @@ static void usage(FILE *f) {
             "  -p, --prompt TEXT       prompt text\n"
             "  -f, --file FILE         read the prompt from a file (UTF-8)\n"
             "      --chat              wrap the prompt as a user turn in the model's chat template\n"
-            "  -n, --n-predict N       tokens to generate (default 128)\n"
+            "  -n, --n-predict N       tokens to generate (default 128; 0: only ingest the prompt, e.g.\n"
+            "                          into a KV store for a later --resume)\n"
             "  -c, --ctx-size N        context length (default: the model's trained context)\n"
             "  -b, --batch-size N      prefill chunk (default 256)\n"
             "  -t, --threads N         threads (default: physical cores)\n"
@@ -97,7 +98,7 @@ static int parse_args(int argc, char **argv, struct gen_opts *o) {
         case 'f': o->file = optarg; break;
         case O_CHAT: o->chat = true; break;
         case O_JSON: o->json = true; break;
-        case 'n': if (parse_i64("-n", optarg, 1, INT32_MAX, &o->n_predict)) return 2; break;
+        case 'n': if (parse_i64("-n", optarg, 0, INT32_MAX, &o->n_predict)) return 2; break;
         case 'c': if (parse_i64("-c", optarg, 1, INT32_MAX, &o->n_ctx)) return 2; break;
         case 'b': if (parse_i64("-b", optarg, 1, 65536, &v)) return 2; o->n_batch = (int32_t)v; break;
         case 't': if (parse_i64("-t", optarg, 1, 1024, &v)) return 2; o->n_threads = (int32_t)v; break;
@@ -139,7 +140,7 @@ static int parse_args(int argc, char **argv, struct gen_opts *o) {
 }
 
 struct gen_stats {
-    int64_t n_prompt, n_gen;
+    int64_t n_stored, n_prompt, n_gen, n_past; /* n_stored: resumed from the store; n_past: at the end */
     double t_load, t_prefill, t_decode;
     const char *stop_reason;
     struct sl_attn_stats attn;
@@ -194,6 +195,8 @@ static void print_stats_json(const struct gen_output *out, const int32_t *gen, c
     json_str(&w, "stop_reason", s->stop_reason);
     json_int(&w, "n_prompt", s->n_prompt);
     json_int(&w, "n_generated", s->n_gen);
+    json_int(&w, "n_stored", s->n_stored);
+    json_int(&w, "n_past", s->n_past);
     json_num(&w, "load_s", s->t_load);
     json_num(&w, "prefill_s", s->t_prefill);
     json_num(&w, "decode_s", s->t_decode);
@@ -286,7 +289,7 @@ int cmd_generate(int argc, char **argv) {
         goto done;
     }
     if (n_stored && !o.json) fprintf(stderr, "spotlight: resuming after %" PRId64 " stored tokens\n", n_stored);
-    gen = malloc((size_t)o.n_predict * sizeof *gen);
+    gen = malloc((size_t)(o.n_predict > 0 ? o.n_predict : 1) * sizeof *gen);
     if (!gen) {
         fprintf(stderr, "spotlight generate: out of memory\n");
         goto done;
@@ -319,7 +322,7 @@ int cmd_generate(int argc, char **argv) {
     st.stop_reason = "length";
     double t2 = cli_now();
     char piece[256];
-    for (;;) {
+    for (; o.n_predict > 0;) {
         int32_t id = sl_sampler_sample(smp, sl_context_logits(ctx));
         if (sl_tokenizer_is_eog(tok, id)) {
             st.stop_reason = "eos";
@@ -353,6 +356,8 @@ int cmd_generate(int argc, char **argv) {
         goto done;
     }
     sl_context_attn_stats(ctx, &st.attn);
+    st.n_stored = n_stored;
+    st.n_past = sl_context_n_past(ctx);
     struct rusage ru;
     st.peak_rss = getrusage(RUSAGE_SELF, &ru) == 0 ? (int64_t)ru.ru_maxrss * 1024 : -1;
     int nb = sl_detok_flush(&dt, piece, sizeof piece);
