@@ -50,10 +50,18 @@ int sl_kv_store_params_for_device(struct sl_kv_store_params *p, int device) {
 
 #endif
 
-/* The backend a context runs on. Only the CPU backend computes whole steps today; the GPU
- * backend joins here (and only here) when its decode path exists. */
+/* The backend a context runs on: the CPU's, or the CUDA one when asked for and built. */
 #include "core/backend.h"
 
-int sl_backend_create(int n_threads, struct sl_backend **out) {
-    return sl_backend_cpu_create(n_threads, out);
+int sl_backend_create(bool gpu, int32_t device, int n_threads, struct sl_backend **out) {
+    if (!gpu) return sl_backend_cpu_create(n_threads, out);
+#ifdef SL_HAVE_CUDA
+    int n = sl_gpu_device_count();
+    if (device < 0 || device >= n) return sl_fail(SL_ENODEV, "CUDA device %d does not exist (%d visible)", device, n);
+    (void)out;
+    return sl_fail(SL_EUNSUPPORTED, "the CUDA backend cannot run a context yet (its ops are being written)");
+#else
+    (void)device;
+    return sl_fail(SL_ENODEV, "this build has no CUDA backend (configure with -DSL_CUDA=ON)");
+#endif
 }

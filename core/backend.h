@@ -1,10 +1,14 @@
 /* The backend seam: the coarse operations one transformer step needs, as a table of
- * function pointers. The engine (core/forward.c) calls only these and never asks which
- * backend it has; core/backend-registry.c creates one. Activations are (n_tokens, width)
- * row-major f32 in the backend's memory; every op returns 0 or a negative SL_E* code. */
+ * function pointers. The engine (core/context.c) calls only these and never asks which
+ * backend it has, only whether its memory is the host's (the sparse path and the KV store
+ * read host memory for now); core/backend-registry.c creates one. Activations and the KV
+ * cache live in the backend's memory (buf_alloc), activations as (n_tokens, width) row-major
+ * f32; every op returns 0 or a negative SL_E* code. */
 #ifndef SL_CORE_BACKEND_H
 #define SL_CORE_BACKEND_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/kv-cache.h"
@@ -14,26 +18,50 @@
 struct sl_backend {
     const char *name;
     void *impl;
+    /* The buffers the ops take are plain host memory (the CPU backend): the engine may read
+     * and write them directly. false: device memory, reached only through the ops. */
+    bool host_memory;
 
+    /* ---- memory ---------------------------------------------------------------------------
+     * Backend memory for activations and the KV cache, aligned for any element type; 0,
+     * SL_ENOMEM or SL_EDEVICE. buf_free(NULL) is a no-op. upload/download copy between host
+     * and backend memory; download returns once dst holds the result of every op before it. */
+    int (*buf_alloc)(struct sl_backend *be, size_t bytes, void **out);
+    void (*buf_free)(struct sl_backend *be, void *p);
+    int (*upload)(struct sl_backend *be, void *dst, const void *src, size_t bytes);
+    int (*download)(struct sl_backend *be, void *dst, const void *src, size_t bytes);
+    /* Makes a model's tensors usable by the ops that take them (a device copy of the weights,
+     * made once); NULL: the ops read the model's mapped tensors directly. */
+    int (*load_model)(struct sl_backend *be, const sl_model *m);
+
+    /* ---- one transformer step ------------------------------------------------------------ */
     /* y (n, m) = x (n, k) . W^T for W of GGUF shape (k, m), any supported type. */
     int (*matmul)(struct sl_backend *be, const struct sl_gguf_tensor *w, const float *x,
                   int64_t n, float *y);
     /* Up to 4 weights of the same input width over the same x (q/k/v, gate/up): one pass. */
     int (*matmul_n)(struct sl_backend *be, int nw, const struct sl_gguf_tensor *const *w,
                     const float *x, int64_t n, float *const *y);
-    /* Rows `ids` of an embedding matrix (k, vocab) -> x (n, k). */
+    /* Rows `ids` (host memory) of an embedding matrix (k, vocab) -> x (n, k). */
     int (*get_rows)(struct sl_backend *be, const struct sl_gguf_tensor *w, const int32_t *ids,
                     int64_t n, float *x);
-    /* y (n, k) = x / rms(x) * w, per row. */
-    int (*rmsnorm)(struct sl_backend *be, const float *x, const float *w, int64_t n, int64_t k,
-                   float eps, float *y);
+    /* y (n, k) = x / rms(x) * w, per row; w an f32 tensor of k values. */
+    int (*rmsnorm)(struct sl_backend *be, const float *x, const struct sl_gguf_tensor *w, int64_t n,
+                   int64_t k, float eps, float *y);
     /* Rotary embedding in place on x (n, n_head*head_dim) for positions pos0.. */
     int (*rope)(struct sl_backend *be, float *x, int64_t n, int32_t n_head,
                 const struct sl_model_config *cfg, int64_t pos0);
-    /* x (n, k) += b (k) broadcast (biases); or x += y when b_rows == n (residual). */
-    int (*add)(struct sl_backend *be, float *x, const float *b, int64_t n, int64_t k, int64_t b_rows);
+    /* x += y over n values (the residual). */
+    int (*add)(struct sl_backend *be, float *x, const float *y, int64_t n);
+    /* x (n, k) += b (k) broadcast; b an f32 tensor (biases). */
+    int (*add_rows)(struct sl_backend *be, float *x, const struct sl_gguf_tensor *b, int64_t n, int64_t k);
     /* y = silu(g) * u, elementwise over n values. */
     int (*swiglu)(struct sl_backend *be, const float *g, const float *u, int64_t n, float *y);
+    /* K/V rows k, v (n, n_head_kv*head_dim) f32 of positions pos.. into the cache's layer,
+     * rounded to f16. The cache's memory is this backend's (buf_alloc). */
+    int (*kv_write)(struct sl_backend *be, struct sl_kv_cache *kv, int32_t layer, int64_t pos, int64_t n,
+                    const float *k, const float *v);
+    /* n values of x rounded to f16 into host memory (what the KV store appends). */
+    int (*export_f16)(struct sl_backend *be, const float *x, int64_t n, uint16_t *host_out);
     /* Causal attention of q (n, n_head*head_dim) at positions pos0..pos0+n-1 over the cache
      * positions [0, pos0+n) of `layer`, GQA mapping head h -> kv head h / (n_head/n_head_kv).
      * out: (n, n_head*head_dim). */
@@ -42,8 +70,9 @@ struct sl_backend {
     void (*free)(struct sl_backend *be);
 };
 
-/* Creates the backend this build and machine run on (core/backend-registry.c). */
-int sl_backend_create(int n_threads, struct sl_backend **out);
+/* Creates the backend a context asked for (core/backend-registry.c): the CPU one, or the CUDA
+ * one on device `device` when gpu is set (SL_ENODEV when this build or machine has none). */
+int sl_backend_create(bool gpu, int32_t device, int n_threads, struct sl_backend **out);
 
 /* Creates the CPU backend with n_threads (<= 0: one per physical core). */
 int sl_backend_cpu_create(int n_threads, struct sl_backend **out);

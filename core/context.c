@@ -29,9 +29,10 @@ struct sl_context {
     float *att;   /* (n_batch, n_head*head_dim) */
     float *proj;  /* (n_batch, n_embd) */
     float *gate, *up; /* (n_batch, n_ff) */
-    float *logits;    /* (logits_cap, n_vocab) */
+    float *logits;    /* (logits_cap, n_vocab) host memory */
+    float *logits_be; /* (n_batch, n_vocab) the backend's, when it is not host memory; else NULL */
     int64_t logits_cap, logits_rows;
-    int64_t host_bytes;
+    int64_t host_bytes, device_bytes;
     sl_qk_tap_fn qk_tap; /* optional observer of post-RoPE q/k */
     void *qk_tap_user;
     struct sl_sparse *sparse; /* NULL: dense attention everywhere */
@@ -50,9 +51,28 @@ struct sl_context_params sl_context_default_params(void) {
     return (struct sl_context_params){.n_ctx = 0, .n_threads = 0, .n_batch = 256};
 }
 
-static float *alloc_f32(int64_t n, int64_t *total) {
-    *total += n * (int64_t)sizeof(float);
-    return malloc((size_t)n * sizeof(float));
+/* Activations in the backend's memory; counted as host or device bytes. NULL on failure. */
+static float *alloc_f32(sl_context *ctx, int64_t n) {
+    void *p = NULL;
+    if (ctx->be->buf_alloc(ctx->be, (size_t)n * sizeof(float), &p)) return NULL;
+    *(ctx->be->host_memory ? &ctx->host_bytes : &ctx->device_bytes) += n * (int64_t)sizeof(float);
+    return p;
+}
+
+static int be_alloc(void *user, size_t bytes, void **out) {
+    struct sl_backend *be = user;
+    return be->buf_alloc(be, bytes, out);
+}
+
+static void be_release(void *user, void *p) {
+    struct sl_backend *be = user;
+    be->buf_free(be, p);
+}
+
+/* The RAM (or VRAM) KV cache of the first n_layer layers, in the backend's memory. */
+static int kv_alloc(sl_context *ctx, int32_t n_layer, int64_t n_ctx) {
+    const struct sl_kv_alloc a = {be_alloc, be_release, ctx->be};
+    return sl_kv_cache_init_in(&ctx->kv, n_layer, ctx->cfg->n_head_kv, ctx->cfg->head_dim, n_ctx, &a);
 }
 
 int sl_context_create(const sl_model *m, const struct sl_context_params *p, sl_context **out) {
@@ -74,36 +94,39 @@ int sl_context_create(const sl_model *m, const struct sl_context_params *p, sl_c
     ctx->kv_resume = pp.kv_resume;
     ctx->kv_resume_keep = pp.kv_resume_keep;
     ctx->kv_in_ram = pp.kv_path && pp.kv_in_ram;
-    int rc = sl_backend_create(pp.n_threads, &ctx->be);
+    int rc = sl_backend_create(pp.gpu, pp.gpu_device, pp.n_threads, &ctx->be);
+    if (!rc && ctx->be->load_model) rc = ctx->be->load_model(ctx->be, m);
     if (!rc && pp.kv_path && !(ctx->kv_path = strdup(pp.kv_path))) rc = sl_fail(SL_ENOMEM, "out of memory");
     if (!rc && pp.kv_path && !pp.kv_in_ram) /* the cache holds the dense layers only, sized when the mode is set */
         ctx->kv.n_ctx = pp.n_ctx;
     else if (!rc)
-        rc = sl_kv_cache_init(&ctx->kv, c->n_layer, c->n_head_kv, c->head_dim, pp.n_ctx);
+        rc = kv_alloc(ctx, c->n_layer, pp.n_ctx);
     if (rc) {
         sl_context_free(ctx);
         return rc;
     }
     int64_t nb = pp.n_batch, q = (int64_t)c->n_head * c->head_dim, kv = (int64_t)c->n_head_kv * c->head_dim;
-    int64_t t = sl_kv_cache_bytes(&ctx->kv, pp.n_ctx);
-    ctx->x = alloc_f32(nb * c->n_embd, &t);
-    ctx->xb = alloc_f32(nb * c->n_embd, &t);
-    ctx->q = alloc_f32(nb * q, &t);
-    ctx->k = alloc_f32(nb * kv, &t);
-    ctx->v = alloc_f32(nb * kv, &t);
-    ctx->att = alloc_f32(nb * q, &t);
-    ctx->proj = alloc_f32(nb * c->n_embd, &t);
-    ctx->gate = alloc_f32(nb * c->n_ff, &t);
-    ctx->up = alloc_f32(nb * c->n_ff, &t);
-    ctx->logits = alloc_f32(c->n_vocab, &t);
+    *(ctx->be->host_memory ? &ctx->host_bytes : &ctx->device_bytes) += sl_kv_cache_bytes(&ctx->kv, pp.n_ctx);
+    ctx->x = alloc_f32(ctx, nb * c->n_embd);
+    ctx->xb = alloc_f32(ctx, nb * c->n_embd);
+    ctx->q = alloc_f32(ctx, nb * q);
+    ctx->k = alloc_f32(ctx, nb * kv);
+    ctx->v = alloc_f32(ctx, nb * kv);
+    ctx->att = alloc_f32(ctx, nb * q);
+    ctx->proj = alloc_f32(ctx, nb * c->n_embd);
+    ctx->gate = alloc_f32(ctx, nb * c->n_ff);
+    ctx->up = alloc_f32(ctx, nb * c->n_ff);
+    if (!ctx->be->host_memory) ctx->logits_be = alloc_f32(ctx, nb * c->n_vocab);
+    ctx->logits = malloc(sizeof(float) * (size_t)c->n_vocab);
+    ctx->host_bytes += c->n_vocab * (int64_t)sizeof(float);
     ctx->logits_cap = 1;
     ctx->k16 = malloc(sizeof(uint16_t) * (size_t)(nb * kv));
     ctx->v16 = malloc(sizeof(uint16_t) * (size_t)(nb * kv));
     ctx->tags = malloc(sizeof(uint32_t) * (size_t)nb);
-    t += (int64_t)(2 * sizeof(uint16_t) * (size_t)(nb * kv) + sizeof(uint32_t) * (size_t)nb);
-    ctx->host_bytes = t;
+    ctx->host_bytes += (int64_t)(2 * sizeof(uint16_t) * (size_t)(nb * kv) + sizeof(uint32_t) * (size_t)nb);
     if (!ctx->x || !ctx->xb || !ctx->q || !ctx->k || !ctx->v || !ctx->att || !ctx->proj ||
-        !ctx->gate || !ctx->up || !ctx->logits || !ctx->k16 || !ctx->v16 || !ctx->tags) {
+        !ctx->gate || !ctx->up || !ctx->logits || (!ctx->be->host_memory && !ctx->logits_be) || !ctx->k16 ||
+        !ctx->v16 || !ctx->tags) {
         sl_context_free(ctx);
         return sl_fail(SL_ENOMEM, "cannot allocate activations for a %" PRId64 "-token chunk", nb);
     }
@@ -113,7 +136,6 @@ int sl_context_create(const sl_model *m, const struct sl_context_params *p, sl_c
 
 void sl_context_free(sl_context *c) {
     if (!c) return;
-    if (c->be) c->be->free(c->be);
     sl_sparse_free(c->sparse);
     if (c->store) sl_kv_store_close(c->store); /* synced, so a later context can resume it */
     sl_kv_store_free(c->store);
@@ -122,15 +144,12 @@ void sl_context_free(sl_context *c) {
     free(c->v16);
     free(c->tags);
     sl_kv_cache_free(&c->kv);
-    free(c->x);
-    free(c->xb);
-    free(c->q);
-    free(c->k);
-    free(c->v);
-    free(c->att);
-    free(c->proj);
-    free(c->gate);
-    free(c->up);
+    struct sl_backend *be = c->be;
+    if (be) {
+        float *bufs[] = {c->x, c->xb, c->q, c->k, c->v, c->att, c->proj, c->gate, c->up, c->logits_be};
+        for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) be->buf_free(be, bufs[i]);
+        be->free(be);
+    }
     free(c->logits);
     free(c);
 }
@@ -153,23 +172,26 @@ static int layer_forward(sl_context *ctx, int32_t il, int64_t n, int64_t pos0) {
     struct sl_backend *be = ctx->be;
     const int64_t qw = (int64_t)c->n_head * c->head_dim, kw = (int64_t)c->n_head_kv * c->head_dim;
 
-    TRY(be->rmsnorm(be, ctx->x, w->attn_norm->data, n, c->n_embd, c->norm_eps, ctx->xb));
+    TRY(be->rmsnorm(be, ctx->x, w->attn_norm, n, c->n_embd, c->norm_eps, ctx->xb));
     const struct sl_gguf_tensor *qkv[3] = {w->wq, w->wk, w->wv};
     float *qkv_out[3] = {ctx->q, ctx->k, ctx->v};
     TRY(be->matmul_n(be, 3, qkv, ctx->xb, n, qkv_out));
     sl_sparse_poll(ctx->sparse); /* a prefetch in flight advances between pieces of compute */
     if (w->bq) {
-        TRY(be->add(be, ctx->q, w->bq->data, n, qw, 1));
-        TRY(be->add(be, ctx->k, w->bk->data, n, kw, 1));
-        TRY(be->add(be, ctx->v, w->bv->data, n, kw, 1));
+        TRY(be->add_rows(be, ctx->q, w->bq, n, qw));
+        TRY(be->add_rows(be, ctx->k, w->bk, n, kw));
+        TRY(be->add_rows(be, ctx->v, w->bv, n, kw));
     }
     TRY(be->rope(be, ctx->q, n, c->n_head, c, pos0));
     TRY(be->rope(be, ctx->k, n, c->n_head_kv, c, pos0));
-    if (ctx->qk_tap) TRY(ctx->qk_tap(il, pos0, n, ctx->q, ctx->k, ctx->qk_tap_user));
-    if (il < ctx->ram_layers) TRY(sl_kv_cache_write(&ctx->kv, il, pos0, n, ctx->k, ctx->v));
+    if (ctx->qk_tap) {
+        if (!be->host_memory) return sl_fail(SL_EUNSUPPORTED, "the q/k tap reads host memory: use the CPU backend");
+        TRY(ctx->qk_tap(il, pos0, n, ctx->q, ctx->k, ctx->qk_tap_user));
+    }
+    if (il < ctx->ram_layers) TRY(be->kv_write(be, &ctx->kv, il, pos0, n, ctx->k, ctx->v));
     if (ctx->store) { /* every layer goes to the store; committed after the chunk's last layer */
-        sl_f32_to_f16_row(ctx->k, ctx->k16, n * kw);
-        sl_f32_to_f16_row(ctx->v, ctx->v16, n * kw);
+        TRY(be->export_f16(be, ctx->k, n * kw, ctx->k16));
+        TRY(be->export_f16(be, ctx->v, n * kw, ctx->v16));
         TRY(sl_kv_store_append(ctx->store, il, n, ctx->k16, ctx->v16));
     }
     if (ctx->sparse) TRY(sl_sparse_add_keys(ctx->sparse, il, pos0, n, ctx->k));
@@ -181,9 +203,9 @@ static int layer_forward(sl_context *ctx, int32_t il, int64_t n, int64_t pos0) {
         TRY(be->attention(be, &ctx->kv, il, ctx->q, n, pos0, c->n_head, ctx->att));
     }
     TRY(be->matmul(be, w->wo, ctx->att, n, ctx->proj));
-    TRY(be->add(be, ctx->x, ctx->proj, n, c->n_embd, n));
+    TRY(be->add(be, ctx->x, ctx->proj, n * c->n_embd));
 
-    TRY(be->rmsnorm(be, ctx->x, w->ffn_norm->data, n, c->n_embd, c->norm_eps, ctx->xb));
+    TRY(be->rmsnorm(be, ctx->x, w->ffn_norm, n, c->n_embd, c->norm_eps, ctx->xb));
     const struct sl_gguf_tensor *gu[2] = {w->w_gate, w->w_up};
     float *gu_out[2] = {ctx->gate, ctx->up};
     TRY(be->matmul_n(be, 2, gu, ctx->xb, n, gu_out));
@@ -191,7 +213,7 @@ static int layer_forward(sl_context *ctx, int32_t il, int64_t n, int64_t pos0) {
     TRY(be->swiglu(be, ctx->gate, ctx->up, n * c->n_ff, ctx->gate));
     TRY(be->matmul(be, w->w_down, ctx->gate, n, ctx->proj));
     sl_sparse_poll(ctx->sparse);
-    TRY(be->add(be, ctx->x, ctx->proj, n, c->n_embd, n));
+    TRY(be->add(be, ctx->x, ctx->proj, n * c->n_embd));
     return 0;
 }
 
@@ -199,9 +221,12 @@ static int layer_forward(sl_context *ctx, int32_t il, int64_t n, int64_t pos0) {
 static int head_forward(sl_context *ctx, int64_t r0, int64_t rows, int64_t out_row) {
     const struct sl_model_config *c = ctx->cfg;
     struct sl_backend *be = ctx->be;
-    TRY(be->rmsnorm(be, ctx->x + r0 * c->n_embd, sl_model_output_norm(ctx->model)->data, rows,
-                    c->n_embd, c->norm_eps, ctx->xb));
-    return be->matmul(be, sl_model_output(ctx->model), ctx->xb, rows, ctx->logits + out_row * c->n_vocab);
+    TRY(be->rmsnorm(be, ctx->x + r0 * c->n_embd, sl_model_output_norm(ctx->model), rows, c->n_embd, c->norm_eps,
+                    ctx->xb));
+    if (be->host_memory) return be->matmul(be, sl_model_output(ctx->model), ctx->xb, rows, ctx->logits + out_row * c->n_vocab);
+    TRY(be->matmul(be, sl_model_output(ctx->model), ctx->xb, rows, ctx->logits_be));
+    return be->download(be, ctx->logits + out_row * c->n_vocab, ctx->logits_be,
+                        sizeof(float) * (size_t)(rows * c->n_vocab));
 }
 
 int sl_context_eval(sl_context *ctx, const int32_t *tokens, int64_t n, bool all_logits) {
@@ -260,6 +285,9 @@ const float *sl_context_logits(const sl_context *c) { return c->logits; }
 int64_t sl_context_logits_rows(const sl_context *c) { return c->logits_rows; }
 int64_t sl_context_n_past(const sl_context *c) { return c->n_past; }
 int64_t sl_context_n_ctx(const sl_context *c) { return c->kv.n_ctx; }
+int64_t sl_context_device_bytes(const sl_context *c) { return c->device_bytes; }
+const char *sl_context_backend_name(const sl_context *c) { return c->be->name; }
+
 int64_t sl_context_host_bytes(const sl_context *c) {
     int64_t b = c->host_bytes;
     if (c->store) {
@@ -282,7 +310,7 @@ static int open_store(sl_context *c, int32_t ram_layers, const uint8_t fp[32], s
     c->kv.n_ctx = n_ctx;
     c->ram_layers = ram_layers;
     if (ram_layers > 0) {
-        int rc = sl_kv_cache_init(&c->kv, ram_layers, cfg->n_head_kv, cfg->head_dim, n_ctx);
+        int rc = kv_alloc(c, ram_layers, n_ctx);
         if (rc) return rc;
     }
     struct sl_kv_shape shape = {.n_layer = cfg->n_layer, .n_head_kv = cfg->n_head_kv, .head_dim = cfg->head_dim,
@@ -337,6 +365,9 @@ int sl_context_set_attention(sl_context *c, const struct sl_attn_params *p) {
         return sl_fail(SL_EINVAL, "the attention mode is set before the first eval (%" PRId64 " positions evaluated)",
                        c->n_past);
     struct sl_attn_params pp = *p;
+    if (!c->be->host_memory && (p->mode != SL_ATTN_DENSE || c->kv_path))
+        return sl_fail(SL_EUNSUPPORTED, "the %s backend runs dense attention with the K/V in its own memory only "
+                                        "(sparse attention and KV store files are CPU-only for now)", c->be->name);
     if (c->kv_path && !c->kv_in_ram) {
         if (p->mode != SL_ATTN_SPOTLIGHT && p->mode != SL_ATTN_SIMHASH)
             return sl_fail(SL_EINVAL, "K/V in a store file needs spotlight or simhash attention "

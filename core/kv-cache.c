@@ -8,21 +8,41 @@
 #include "core/internal.h"
 #include "spotlight/quant.h"
 
+static int malloc_alloc(void *user, size_t bytes, void **out) {
+    (void)user;
+    *out = malloc(bytes);
+    return *out ? 0 : SL_ENOMEM;
+}
+
+static void malloc_release(void *user, void *p) {
+    (void)user;
+    free(p);
+}
+
 int sl_kv_cache_init(struct sl_kv_cache *kv, int32_t n_layer, int32_t n_head_kv,
                      int32_t head_dim, int64_t n_ctx) {
+    return sl_kv_cache_init_in(kv, n_layer, n_head_kv, head_dim, n_ctx, NULL);
+}
+
+int sl_kv_cache_init_in(struct sl_kv_cache *kv, int32_t n_layer, int32_t n_head_kv, int32_t head_dim, int64_t n_ctx,
+                        const struct sl_kv_alloc *a) {
     memset(kv, 0, sizeof *kv);
+    kv->mem = a ? *a : (struct sl_kv_alloc){malloc_alloc, malloc_release, NULL};
     if (n_layer <= 0 || n_head_kv <= 0 || head_dim <= 0 || n_ctx <= 0)
         return sl_fail(SL_EINVAL, "bad KV cache shape");
     uint64_t elems;
     if (sl_mul_overflow_u64((uint64_t)n_layer * (uint64_t)n_head_kv * (uint64_t)head_dim,
                             (uint64_t)n_ctx, &elems) || elems > SIZE_MAX / 2)
         return sl_fail(SL_ENOMEM, "KV cache of %" PRId64 " positions is too large", n_ctx);
-    kv->k = malloc(elems * 2);
-    kv->v = malloc(elems * 2);
-    if (!kv->k || !kv->v) {
+    void *k = NULL, *v = NULL;
+    int rc = kv->mem.alloc(kv->mem.user, elems * 2, &k);
+    if (!rc) rc = kv->mem.alloc(kv->mem.user, elems * 2, &v);
+    kv->k = k;
+    kv->v = v;
+    if (rc) {
         sl_kv_cache_free(kv);
-        return sl_fail(SL_ENOMEM, "cannot allocate a KV cache of %" PRIu64 " MB for %" PRId64
-                       " positions", elems * 4 >> 20, n_ctx);
+        return sl_fail(rc, "cannot allocate a KV cache of %" PRIu64 " MB for %" PRId64 " positions",
+                       elems * 4 >> 20, n_ctx);
     }
     kv->n_layer = n_layer;
     kv->n_head_kv = n_head_kv;
@@ -32,8 +52,12 @@ int sl_kv_cache_init(struct sl_kv_cache *kv, int32_t n_layer, int32_t n_head_kv,
 }
 
 void sl_kv_cache_free(struct sl_kv_cache *kv) {
-    free(kv->k);
-    free(kv->v);
+    if (kv->mem.release) {
+        if (kv->k) kv->mem.release(kv->mem.user, kv->k);
+        if (kv->v) kv->mem.release(kv->mem.user, kv->v);
+    } else {
+        SL_ASSERT(!kv->k && !kv->v);
+    }
     memset(kv, 0, sizeof *kv);
 }
 

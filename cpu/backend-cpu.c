@@ -2,10 +2,12 @@
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/backend.h"
 #include "core/internal.h"
 #include "cpu/attention.h"
+#include "cpu/f16-row.h"
 #include "cpu/matmul.h"
 #include "cpu/threadpool.h"
 #include "spotlight/quant.h"
@@ -39,7 +41,10 @@ static int op_get_rows(struct sl_backend *be, const struct sl_gguf_tensor *w, co
     return 0;
 }
 
-static int op_rmsnorm(struct sl_backend *be, const float *x, const float *w, int64_t n, int64_t k, float eps, float *y) {
+static int op_rmsnorm(struct sl_backend *be, const float *x, const struct sl_gguf_tensor *wt, int64_t n, int64_t k,
+                      float eps, float *y) {
+    SL_ASSERT(wt->type == SL_TYPE_F32 && wt->ne[0] == k); /* the model loader checks norms */
+    const float *w = wt->data;
     for (int64_t i = 0; i < n; i++) {
         const float *xi = x + i * k;
         double ss = 0; /* as ggml: the sum of squares in double */
@@ -81,11 +86,41 @@ static int op_rope(struct sl_backend *be, float *x, int64_t n, int32_t n_head, c
     return 0;
 }
 
-static int op_add(struct sl_backend *be, float *x, const float *b, int64_t n, int64_t k, int64_t b_rows) {
-    for (int64_t i = 0; i < n; i++) {
-        const float *bi = b + (b_rows == n ? i * k : 0);
-        for (int64_t j = 0; j < k; j++) x[i * k + j] += bi[j];
-    }
+static int op_add(struct sl_backend *be, float *x, const float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) x[i] += y[i];
+    return 0;
+}
+
+static int op_add_rows(struct sl_backend *be, float *x, const struct sl_gguf_tensor *bt, int64_t n, int64_t k) {
+    SL_ASSERT(bt->type == SL_TYPE_F32 && bt->ne[0] == k); /* and biases */
+    const float *b = bt->data;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < k; j++) x[i * k + j] += b[j];
+    return 0;
+}
+
+static int op_kv_write(struct sl_backend *be, struct sl_kv_cache *kv, int32_t layer, int64_t pos, int64_t n,
+                       const float *k, const float *v) {
+    return sl_kv_cache_write(kv, layer, pos, n, k, v);
+}
+
+static int op_export_f16(struct sl_backend *be, const float *x, int64_t n, uint16_t *out) {
+    sl_f32_to_f16_row(x, out, n);
+    return 0;
+}
+
+/* Host memory, 64-byte aligned (whole cache lines for the vector kernels). */
+static int op_buf_alloc(struct sl_backend *be, size_t bytes, void **out) {
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 64)) return sl_fail(SL_ENOMEM, "cannot allocate %zu bytes", bytes);
+    *out = p;
+    return 0;
+}
+
+static void op_buf_free(struct sl_backend *be, void *p) { free(p); }
+
+static int op_copy(struct sl_backend *be, void *dst, const void *src, size_t bytes) {
+    if (dst != src) memcpy(dst, src, bytes);
     return 0;
 }
 
@@ -121,8 +156,11 @@ int sl_backend_cpu_create(int n_threads, struct sl_backend **out) {
     /* OpenBLAS runs the prefill GEMMs with as many threads as our pool has. */
     openblas_set_num_threads(sl_threadpool_size(c->pool));
     c->be = (struct sl_backend){
-        .name = "cpu", .impl = c, .matmul = op_matmul, .matmul_n = op_matmul_n, .get_rows = op_get_rows, .rmsnorm = op_rmsnorm,
-        .rope = op_rope, .add = op_add, .swiglu = op_swiglu, .attention = op_attention, .free = op_free,
+        .name = "cpu", .impl = c, .host_memory = true, .buf_alloc = op_buf_alloc, .buf_free = op_buf_free,
+        .upload = op_copy, .download = op_copy, .load_model = NULL, .matmul = op_matmul, .matmul_n = op_matmul_n,
+        .get_rows = op_get_rows, .rmsnorm = op_rmsnorm, .rope = op_rope, .add = op_add, .add_rows = op_add_rows,
+        .swiglu = op_swiglu, .kv_write = op_kv_write, .export_f16 = op_export_f16, .attention = op_attention,
+        .free = op_free,
     };
     *out = &c->be;
     return 0;

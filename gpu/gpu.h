@@ -39,13 +39,19 @@ int sl_gpu_device_info(int index, struct sl_device_info *out);
 int sl_gpu_dequant_bf16(int type, const void *src_dev, uint16_t *dst_dev, int64_t n, void *stream);
 int sl_gpu_dequant_f32(int type, const void *src_dev, float *dst_dev, int64_t n, void *stream);
 
-/* Page-locks (cudaHostRegister, portable) host memory for DMA: the KV store's host_register
- * hook. 0 or SL_EDEVICE. */
+/* Page-locks (cudaHostRegister, portable and mapped, so kernels can read it in place; plain
+ * portable where mapping is refused) host memory for DMA: the KV store's host_register hook.
+ * 0 or SL_EDEVICE. */
 int sl_gpu_host_register(void *ptr, size_t bytes, void *user);
 void sl_gpu_host_unregister(void *ptr, void *user);
 
 /* NUMA node of a device's PCI slot (sysfs), or -1 when unknown or not NUMA. */
 int sl_gpu_numa_node(int device);
+
+/* The CUDA backend on `device` (core/backend.h; gpu/backend-gpu.cu): 0, SL_ENOMEM or
+ * SL_EDEVICE. */
+struct sl_backend;
+int sl_gpu_backend_create(int device, struct sl_backend **out);
 
 #ifdef __cplusplus
 }

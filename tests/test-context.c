@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "spotlight/context.h"
+#include "spotlight/device.h"
 #include "spotlight/error.h"
 #include "spotlight/tokenizer.h"
 #include "tests/model-cache.h"
@@ -173,6 +174,24 @@ Test(context, bounds_and_bad_ids) {
     cr_assert_eq(sl_context_n_past(c), 0);
     cr_assert_eq(sl_context_eval(c, t, 0, false), SL_EINVAL);
     cr_assert_eq(sl_context_n_ctx(c), 32);
+    sl_context_free(c);
+}
+
+/* Asking for the GPU backend where there is none fails with SL_ENODEV and a reason; the CPU
+ * context beside it is unaffected. */
+Test(context, gpu_backend_absent_is_a_clear_error) {
+    if (sl_cuda_device_count() > 0) cr_skip_test("a CUDA device is present (test-gpu-backend covers it)");
+    struct sl_context_params p = sl_context_default_params();
+    p.n_ctx = 64;
+    p.gpu = true;
+    sl_context *c = NULL;
+    cr_assert_eq(sl_context_create(g_model, &p, &c), SL_ENODEV);
+    cr_assert_null(c);
+    cr_assert(strstr(sl_error_detail(), "CUDA"), "detail: %s", sl_error_detail());
+    p.gpu = false;
+    cr_assert_eq(sl_context_create(g_model, &p, &c), 0);
+    cr_assert_str_eq(sl_context_backend_name(c), "cpu");
+    cr_assert_eq(sl_context_device_bytes(c), 0);
     sl_context_free(c);
 }
 

@@ -44,6 +44,11 @@ struct sl_context_params {
     /* With kv_resume: > 0 keeps only the first kv_resume_keep stored positions and drops the
      * rest from the store (to go on from an earlier point); 0 keeps them all. */
     int64_t kv_resume_keep;
+    /* The CUDA backend on device gpu_device instead of the CPU (SL_ENODEV when the build or
+     * the machine has none): weights and the KV cache in device memory, dense attention only
+     * for now (sl_context_set_attention refuses the rest). */
+    bool gpu;
+    int32_t gpu_device;
 };
 
 struct sl_context_params sl_context_default_params(void);
@@ -153,6 +158,11 @@ int sl_context_truncate(sl_context *c, int64_t n_past);
 
 /* Bytes the context holds in host memory (KV cache + activations). */
 int64_t sl_context_host_bytes(const sl_context *c);
+/* Bytes it holds in device memory (a GPU backend's KV cache and activations; 0 on the CPU),
+ * not counting the model's weights. */
+int64_t sl_context_device_bytes(const sl_context *c);
+/* "cpu" or "cuda". */
+const char *sl_context_backend_name(const sl_context *c);
 
 #ifdef __cplusplus
 }
