@@ -10,7 +10,12 @@
 
 extern "C" int sl_gpu_host_register(void *ptr, size_t bytes, void *user) {
     (void)user;
-    /* Portable: pinned for every device, not just the current one. */
+    /* Portable: pinned for every device, not just the current one. Mapped: kernels may read
+     * it in place (cudaHostGetDevicePointer), which the zero-copy KV fetch (gpu-fetch.cu)
+     * does. A device that cannot map host memory still gets it pinned for DMA. */
+    if (cudaHostRegister(ptr, bytes, cudaHostRegisterPortable | cudaHostRegisterMapped) == cudaSuccess)
+        return 0;
+    (void)cudaGetLastError();
     SL_CUDA_CHECK(cudaHostRegister(ptr, bytes, cudaHostRegisterPortable));
     return 0;
 }

@@ -57,3 +57,39 @@ int sl_kv_host_reserve(struct sl_kv_store *s, int64_t pos, int64_t n) {
     }
     return 0;
 }
+
+/* ---- direct addressing (storage/kv-host-map.h) ------------------------------------------- */
+
+int sl_kv_store_host_map(sl_kv_store_t s, struct sl_kv_host_map *out) {
+    if (!s || !out) return sl_fail(SL_EINVAL, "host map: NULL argument");
+    if (!s->open) return sl_fail(SL_ECLOSED, "KV store is closed");
+    if (s->tier != SL_KV_TIER_HOST)
+        return sl_fail(SL_EUNSUPPORTED, "host map: only the host tier keeps every block in RAM");
+    const struct sl_kv_layout *l = &s->layout;
+    memset(out, 0, sizeof *out);
+    out->n_layer = l->shape.n_layer;
+    out->n_head_kv = l->shape.n_head_kv;
+    out->head_dim = l->shape.head_dim;
+    out->block_tokens = l->shape.block_tokens;
+    out->block_shift = l->block_shift;
+    out->row_bytes = l->row_bytes;
+    out->block_bytes = l->block_bytes;
+    out->seg_shift = s->seg_shift;
+    out->n_segs = s->n_segs;
+    out->seg_bytes = (int64_t)l->shape.n_layer * s->seg_blocks * l->shape.n_head_kv * l->block_bytes;
+    return 0;
+}
+
+int sl_kv_store_host_segment(sl_kv_store_t s, int64_t seg, struct sl_kv_host_segment *out) {
+    if (!s || !out) return sl_fail(SL_EINVAL, "host segment: NULL argument");
+    if (!s->open) return sl_fail(SL_ECLOSED, "KV store is closed");
+    if (s->tier != SL_KV_TIER_HOST)
+        return sl_fail(SL_EUNSUPPORTED, "host segment: only the host tier keeps every block in RAM");
+    if (seg < 0 || seg >= s->n_segs)
+        return sl_fail(SL_EBOUNDS, "host segment %lld outside 0..%lld", (long long)seg,
+                       (long long)s->n_segs - 1);
+    out->ptr = s->segs[seg].ptr;
+    out->bytes = s->segs[seg].ptr ? s->segs[seg].bytes : 0;
+    out->registered = s->segs[seg].registered;
+    return 0;
+}

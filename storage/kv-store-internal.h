@@ -14,6 +14,7 @@
 #include "spotlight/kv-store.h"
 #include "storage/block-cache.h"
 #include "storage/host-mem.h"
+#include "storage/kv-host-map.h"
 #include "storage/kv-format.h"
 #include "storage/kv-io.h"
 
@@ -51,13 +52,14 @@ struct sl_kv_store {
     uint8_t fingerprint[32];
 
     int64_t n_tokens;  /* committed */
+    uint64_t epoch;    /* bumped by every truncate (storage/kv-host-map.h) */
     int64_t *pending;  /* (n_layer) appended, not committed */
     uint32_t *tags;    /* (capacity) in host memory `tags_mem` */
     uint32_t tags_crc; /* of tags[0, n_tokens) */
 
     /* host tier: segments of seg_blocks = 2^seg_shift blocks of every (layer, head),
      * allocated on demand. Block (l, b, h) at seg[b >> seg_shift] +
-     * ((l * seg_blocks + b % seg_blocks) * H + h) * block_bytes */
+     * ((l * seg_blocks + b % seg_blocks) * H + h) * block_bytes (sl_kv_host_block_offset) */
     struct sl_host_mem *segs;
     int64_t n_segs, seg_blocks;
     int32_t seg_shift;
@@ -116,9 +118,9 @@ void sl_kv_host_free(struct sl_kv_store *s);
 int sl_kv_host_reserve(struct sl_kv_store *s, int64_t pos, int64_t n);
 static inline uint8_t *sl_kv_host_block(const struct sl_kv_store *s, int32_t layer,
                                         int64_t block, int32_t head) {
-    int64_t in_seg = (((int64_t)layer << s->seg_shift) + (block & (s->seg_blocks - 1))) *
-                         s->layout.shape.n_head_kv + head;
-    return (uint8_t *)s->segs[block >> s->seg_shift].ptr + in_seg * s->layout.block_bytes;
+    return (uint8_t *)s->segs[block >> s->seg_shift].ptr +
+           sl_kv_host_block_offset(s->seg_shift, s->layout.shape.n_head_kv,
+                                   s->layout.block_bytes, layer, block, head);
 }
 int64_t sl_kv_host_ram(const struct sl_kv_store *s);
 

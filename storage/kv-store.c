@@ -169,6 +169,8 @@ void sl_kv_store_free(sl_kv_store_t s) {
     } while (0)
 
 void sl_kv_store_shape(sl_kv_store_t s, struct sl_kv_shape *out) { *out = s->layout.shape; }
+
+uint64_t sl_kv_store_epoch(sl_kv_store_t s) { return s ? s->epoch : 0; }
 int64_t sl_kv_store_n_tokens(sl_kv_store_t s) { return s->n_tokens; }
 int64_t sl_kv_store_capacity(sl_kv_store_t s) { return s->layout.capacity; }
 
@@ -245,6 +247,7 @@ int sl_kv_store_truncate(sl_kv_store_t s, int64_t n) {
         return sl_fail(SL_EBOUNDS, "truncate to %lld: the store holds %lld positions",
                        (long long)n, (long long)s->n_tokens);
     sl_kv_gather_drain(s);
+    s->epoch++; /* even if it fails: outside caches then just drop what they hold */
     if (s->tier == SL_KV_TIER_FILE) return sl_kv_file_truncate(s, n);
     memset(s->pending, 0, sizeof *s->pending * (size_t)s->layout.shape.n_layer);
     s->n_tokens = n;

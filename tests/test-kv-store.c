@@ -16,6 +16,7 @@
 
 #include "spotlight/error.h"
 #include "spotlight/kv-store.h"
+#include "storage/kv-host-map.h"
 #include "tests/kv-test-util.h"
 
 static const struct sl_kv_shape SHAPE_A = {3, 2, 64, SL_KV_DTYPE_F16, 16}; /* block = 4 KiB */
@@ -928,4 +929,65 @@ Test(kv_store, host_register_hooks, .timeout = 60) {
         cr_assert(!log.unknown_unreg, "unregister called on memory never registered");
         fx_done(f);
     }
+}
+
+/* ---- direct addressing of host-tier blocks (storage/kv-host-map.h) ---------------------------- */
+
+/* Every committed row read through the block address formula equals the row
+ * sl_kv_store_read_range returns, across two segments and into the partial last block; the
+ * file tier refuses; truncate changes the epoch. */
+Test(kv_store, host_map_addresses_every_row, .timeout = 60) {
+    struct fx fx, *f = &fx;
+    /* Segments hold ~32 MiB: 17000 positions of SHAPE_A span two (1024 blocks = 16384 each)
+     * of the three a capacity of 40000 needs. */
+    fx_create(f, KVT_HOST, &SHAPE_A, 40000);
+    OK(kvt_fill(f->s, &f->r, 17000 + 5, &f->rng));
+    struct sl_kv_host_map m;
+    OK(sl_kv_store_host_map(f->s, &m));
+    const int64_t n = f->r.n, T = m.block_tokens, row = m.row_bytes;
+    cr_assert_eq(m.block_bytes, 2 * T * row);
+    cr_assert_eq(INT64_C(1) << m.block_shift, T);
+    cr_assert_eq(m.head_dim * 2, row);
+    int64_t last_seg = sl_kv_host_map_segment(&m, (n - 1) / T);
+    cr_assert_geq(last_seg, 1, "the fixture should span two segments (seg_shift %d)", m.seg_shift);
+    cr_assert_lt(last_seg, m.n_segs);
+    uint8_t *k = malloc((size_t)(n * row)), *v = malloc((size_t)(n * row));
+    cr_assert(k && v);
+    for (int32_t l = 0; l < m.n_layer; l++)
+        for (int32_t h = 0; h < m.n_head_kv; h++) {
+            OK(sl_kv_store_read_range(f->s, l, h, 0, n, k, v));
+            for (int64_t p = 0; p < n; p++) {
+                int64_t b = p / T, r = p % T;
+                struct sl_kv_host_segment seg;
+                OK(sl_kv_store_host_segment(f->s, sl_kv_host_map_segment(&m, b), &seg));
+                cr_assert_not_null(seg.ptr, "segment of committed position %lld not mapped",
+                                   (long long)p);
+                int64_t off = sl_kv_host_map_offset(&m, l, b, h);
+                cr_assert_leq(off + m.block_bytes, m.seg_bytes);
+                cr_assert_leq((size_t)(off + m.block_bytes), seg.bytes);
+                const uint8_t *blk = (const uint8_t *)seg.ptr + off;
+                cr_assert(!memcmp(blk + r * row, k + p * row, (size_t)row),
+                          "K of layer %d head %d position %lld", l, h, (long long)p);
+                cr_assert(!memcmp(blk + (T + r) * row, v + p * row, (size_t)row),
+                          "V of layer %d head %d position %lld", l, h, (long long)p);
+            }
+        }
+    free(k);
+    free(v);
+    struct sl_kv_host_segment seg;
+    EXPECT_RC(sl_kv_store_host_segment(f->s, m.n_segs, &seg), SL_EBOUNDS);
+    EXPECT_RC(sl_kv_store_host_segment(f->s, -1, &seg), SL_EBOUNDS);
+    OK(sl_kv_store_host_segment(f->s, m.n_segs - 1, &seg));
+    cr_assert_null(seg.ptr, "a segment no position reached is mapped");
+    uint64_t e0 = sl_kv_store_epoch(f->s);
+    OK(kvt_truncate(f->s, &f->r, n - 3));
+    cr_assert_neq(sl_kv_store_epoch(f->s), e0, "truncate left the epoch unchanged");
+    OK(sl_kv_store_close(f->s));
+    EXPECT_RC(sl_kv_store_host_map(f->s, &m), SL_ECLOSED);
+    fx_done(f);
+
+    fx_create(f, KVT_FILE_URING_BUFFERED, &SHAPE_B, 100);
+    EXPECT_RC(sl_kv_store_host_map(f->s, &m), SL_EUNSUPPORTED);
+    EXPECT_RC(sl_kv_store_host_segment(f->s, 0, &seg), SL_EUNSUPPORTED);
+    fx_done(f);
 }
