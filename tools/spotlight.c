@@ -15,6 +15,7 @@ static const struct command {
     {"dump-qk", cmd_dump_qk, "write every layer's post-RoPE q/k over real text (hash training data)"},
     {"train-hash", cmd_train_hash, "train the per-layer Spotlight hash on q/k dumps, write a hash file"},
     {"eval-retrieval", cmd_eval_retrieval, "retrieval quality of hashes vs SimHash and exact top-k on held-out q/k"},
+    {"summarize", cmd_summarize, "summarize many long documents into JSONL (resumable offline job)"},
 };
 
 #define N_COMMANDS (sizeof k_commands / sizeof k_commands[0])
