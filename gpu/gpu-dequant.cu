@@ -23,11 +23,15 @@
  * Work split: one thread per output element, grid-stride over 64-bit indices. The block header
  * (scales) is re-read by each thread of the block but hits L1; this runs once per weight upload,
  * where PCIe, not this kernel, is the bottleneck. Source bytes are read one at a time, so src
- * needs no alignment. */
+ * needs no alignment.
+ *
+ * The embedding lookup (sl_gpu_get_rows, declared in gpu/gpu-ops.h) is the same element
+ * readers over gathered rows, so it lives here rather than repeat them. */
 #include <cuda_fp16.h>
 #include <stdint.h>
 
 #include "gpu/gpu-check.h"
+#include "gpu/gpu-ops.h"
 #include "gpu/gpu.h"
 #include "spotlight/quant.h"
 
@@ -217,16 +221,48 @@ static int dequant_launch(const void *src, void *dst, int64_t n, cudaStream_t st
     return 0;
 }
 
+/* Rows ids[0..n) of an (n_rows, k) matrix whose rows are row_bytes apart, as f32; an id out of
+ * range gives a NaN row (device data cannot return an error). */
+template <typename Q>
+static __global__ void get_rows_kernel(const uint8_t *src, int64_t row_bytes, int64_t n_rows, const int32_t *ids,
+                                       int64_t n, int64_t k, float *dst) {
+    int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n * k; i += stride) {
+        int64_t r = i / k, j = i - r * k;
+        int32_t id = ids[r];
+        if (id < 0 || id >= n_rows) {
+            dst[i] = __int_as_float(0x7fc00000);
+            continue;
+        }
+        int64_t blk = j / Q::elems;
+        dst[i] = Q::get(src + id * row_bytes + blk * Q::bytes, (int)(j - blk * Q::elems));
+    }
+}
+
+template <typename Q>
+static int get_rows_launch(const void *src, int64_t n_rows, const int32_t *ids, int64_t n, int64_t k, float *dst,
+                           cudaStream_t stream) {
+    int64_t blocks = (n * k + k_threads - 1) / k_threads;
+    if (blocks > k_max_blocks) blocks = k_max_blocks;
+    get_rows_kernel<Q><<<(unsigned)blocks, k_threads, 0, stream>>>(
+        (const uint8_t *)src, k / Q::elems * Q::bytes, n_rows, ids, n, k, dst);
+    SL_CUDA_CHECK(cudaGetLastError());
+    return 0;
+}
+
 typedef int (*launch_fn)(const void *src, void *dst, int64_t n, cudaStream_t stream);
+typedef int (*rows_fn)(const void *src, int64_t n_rows, const int32_t *ids, int64_t n, int64_t k, float *dst,
+                       cudaStream_t stream);
 
 struct dequant_entry {
     int type;
     int elems, bytes;
     launch_fn to_bf16, to_f32;
+    rows_fn rows_f32;
 };
 
 #define SL_DEQUANT_ENTRY(id, Q) \
-    { id, Q::elems, Q::bytes, dequant_launch<Q, out_bf16>, dequant_launch<Q, out_f32> }
+    { id, Q::elems, Q::bytes, dequant_launch<Q, out_bf16>, dequant_launch<Q, out_f32>, get_rows_launch<Q> }
 
 static const dequant_entry k_types[] = {
     SL_DEQUANT_ENTRY(SL_TYPE_F32, type_f32),   SL_DEQUANT_ENTRY(SL_TYPE_F16, type_f16),
@@ -269,4 +305,17 @@ extern "C" int sl_gpu_dequant_f32(int type, const void *src_dev, float *dst_dev,
     int err = dequant_check("sl_gpu_dequant_f32", type, src_dev, dst_dev, n, &e);
     if (err) return err;
     return e->to_f32(src_dev, dst_dev, n, (cudaStream_t)stream);
+}
+
+extern "C" int sl_gpu_get_rows(int type, const void *w_dev, int64_t n_rows, const int32_t *ids_dev, int64_t n,
+                               int64_t k, float *x, void *stream) {
+    const dequant_entry *e;
+    int err = dequant_check("sl_gpu_get_rows", type, w_dev, x, k, &e);
+    if (err) return err;
+    if (n < 0 || n_rows <= 0 || (n > 0 && !ids_dev) || n > INT64_MAX / k ||
+        n_rows > INT64_MAX / (k / e->elems * e->bytes))
+        return sl_fail(SL_EINVAL, "sl_gpu_get_rows: %lld ids into %lld rows of %lld", (long long)n,
+                       (long long)n_rows, (long long)k);
+    if (n == 0) return 0;
+    return e->rows_f32(w_dev, n_rows, ids_dev, n, k, x, (cudaStream_t)stream);
 }
