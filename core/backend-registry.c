@@ -58,8 +58,7 @@ int sl_backend_create(bool gpu, int32_t device, int n_threads, struct sl_backend
 #ifdef SL_HAVE_CUDA
     int n = sl_gpu_device_count();
     if (device < 0 || device >= n) return sl_fail(SL_ENODEV, "CUDA device %d does not exist (%d visible)", device, n);
-    (void)out;
-    return sl_fail(SL_EUNSUPPORTED, "the CUDA backend cannot run a context yet (its ops are being written)");
+    return sl_gpu_backend_create(device, out);
 #else
     (void)device;
     return sl_fail(SL_ENODEV, "this build has no CUDA backend (configure with -DSL_CUDA=ON)");

@@ -132,6 +132,60 @@ static int load_hash(struct sl_sparse *s, const struct sl_attn_params *p, const 
     return 0;
 }
 
+/* Bytes of every buffer sl_sparse_create allocates, so that sl_sparse_plan_bytes (the memory
+ * plan) and the allocations cannot drift apart. bits 0: no hash (topk-exact). */
+struct sparse_sizes {
+    int64_t max_sel; /* the most positions one selection holds */
+    size_t idx, cnt, gather, last_idx, last_cnt, prefetch, mask, fscore, group_rows; /* every mode */
+    size_t codes, work, rows, qcodes, scores, lut, topk;                              /* with a hash */
+};
+
+static int sparse_sizes(const struct sl_attn_params *p, const struct sl_model_config *cfg, int32_t bits, int64_t n_ctx,
+                        int32_t n_batch, struct sparse_sizes *z) {
+    memset(z, 0, sizeof *z);
+    const int64_t L = cfg->n_layer, hq = cfg->n_head, hkv = cfg->n_head_kv, d = cfg->head_dim, G = hq / hkv;
+    const int64_t rows = n_batch > hq ? n_batch : hq;
+    /* k at the full context plus the forced ones (when those cover all of [0, P) there are only
+     * P <= that many); kb blocks hold at most k + block positions */
+    int64_t kmax = sl_truth_budget_k(p->budget, n_ctx);
+    if (kmax < p->min_tokens) kmax = p->min_tokens;
+    const int64_t most = kmax * p->rerank + p->block + p->n_sink + p->n_window;
+    z->max_sel = most < n_ctx ? most : n_ctx;
+    const int64_t rows_per_head = z->max_sel + n_batch;
+    z->idx = sizeof(int64_t) * (size_t)(hkv * z->max_sel);
+    z->cnt = sizeof(int64_t) * (size_t)hkv;
+    z->gather = sizeof(uint16_t) * (size_t)(hkv * rows_per_head * d);
+    z->last_idx = sizeof(int64_t) * (size_t)(L * hkv * z->max_sel);
+    z->last_cnt = sizeof(int64_t) * (size_t)(L * hkv);
+    z->prefetch = sizeof(uint16_t) * (size_t)(hkv * z->max_sel * d);
+    z->mask = (size_t)n_ctx;
+    z->fscore = sizeof(float) * (size_t)n_ctx;
+    z->group_rows = sizeof(float) * (size_t)(n_batch * G * d);
+    if (!bits) return 0;
+    const int64_t W = sl_hash_code_words(bits);
+    uint64_t words;
+    if (sl_mul_overflow_u64((uint64_t)L * (uint64_t)hkv * (uint64_t)n_ctx, (uint64_t)W, &words) ||
+        words > SIZE_MAX / sizeof(uint64_t))
+        return SL_ENOMEM;
+    z->codes = (size_t)words * sizeof(uint64_t);
+    z->work = sizeof(float) * sl_hash_work_floats((int32_t)d, bits, rows);
+    z->rows = sizeof(float) * (size_t)(rows * d);
+    z->qcodes = sizeof(uint64_t) * (size_t)(n_batch * hq * W);
+    z->scores = sizeof(uint16_t) * (size_t)n_ctx;
+    z->lut = sizeof(float) * (size_t)(8 * W * 256);
+    z->topk = sl_topk_workspace_bytes(n_ctx, sl_hamming_max_score((int32_t)G, (int32_t)W), p->block);
+    return 0;
+}
+
+int64_t sl_sparse_plan_bytes(const struct sl_attn_params *p, const struct sl_model_config *cfg, int32_t bits,
+                             int64_t n_ctx, int32_t n_batch, int64_t *code_bytes) {
+    struct sparse_sizes z;
+    if (sparse_sizes(p, cfg, bits, n_ctx, n_batch, &z)) return SL_ENOMEM;
+    *code_bytes = (int64_t)z.codes;
+    return (int64_t)(z.idx + z.cnt + 2 * z.gather + z.last_idx + z.last_cnt + 2 * z.prefetch + z.mask + 2 * z.fscore +
+                     2 * z.group_rows + z.work + z.rows + z.qcodes + z.scores + z.lut + z.topk);
+}
+
 int sl_sparse_create(const struct sl_attn_params *p, const struct sl_model_config *cfg, const uint8_t fingerprint[32],
                      int64_t n_ctx, int32_t n_batch, struct sl_sparse **out) {
     int rc = check_params(p, cfg);
@@ -147,53 +201,44 @@ int sl_sparse_create(const struct sl_attn_params *p, const struct sl_model_confi
         sl_sparse_free(s);
         return rc;
     }
-    const int64_t d = s->d, rows = n_batch > s->hq ? n_batch : s->hq;
     s->n_batch = n_batch;
-    /* The most positions a selection holds: k at the full context plus the forced ones (when
-     * those cover all of [0, P) there are only P <= that many). */
-    int64_t kmax = sl_truth_budget_k(p->budget, n_ctx);
-    if (kmax < p->min_tokens) kmax = p->min_tokens;
-    const int64_t most = kmax * p->rerank + p->block + p->n_sink + p->n_window; /* kb blocks <= k + block */
-    s->max_sel = most < n_ctx ? most : n_ctx;
-    const int64_t rows_per_head = s->max_sel + n_batch;
-    s->idx = malloc(sizeof(int64_t) * (size_t)(s->hkv * s->max_sel));
-    s->cnt = malloc(sizeof(int64_t) * (size_t)s->hkv);
-    s->gk = malloc(sizeof(uint16_t) * (size_t)(s->hkv * rows_per_head * d));
-    s->gv = malloc(sizeof(uint16_t) * (size_t)(s->hkv * rows_per_head * d));
-    s->last_idx = malloc(sizeof(int64_t) * (size_t)(s->n_layer * s->hkv * s->max_sel));
-    s->last_cnt = malloc(sizeof(int64_t) * (size_t)(s->n_layer * s->hkv));
-    s->pk = malloc(sizeof(uint16_t) * (size_t)(s->hkv * s->max_sel * d));
-    s->pv = malloc(sizeof(uint16_t) * (size_t)(s->hkv * s->max_sel * d));
+    const int32_t bits = s->hash ? sl_hash_get_params(s->hash)->bits : 0;
+    if (s->hash && (rc = sl_hamming_check(s->G, sl_hash_code_words(bits)))) {
+        sl_sparse_free(s);
+        return rc;
+    }
+    struct sparse_sizes z;
+    bool ok = sparse_sizes(p, cfg, bits, n_ctx, n_batch, &z) == 0;
+    s->max_sel = z.max_sel;
+    s->idx = malloc(z.idx);
+    s->cnt = malloc(z.cnt);
+    s->gk = malloc(z.gather);
+    s->gv = malloc(z.gather);
+    s->last_idx = malloc(z.last_idx);
+    s->last_cnt = malloc(z.last_cnt);
+    s->pk = malloc(z.prefetch);
+    s->pv = malloc(z.prefetch);
     if (s->last_cnt)
         for (int64_t i = 0; i < (int64_t)s->n_layer * s->hkv; i++) s->last_cnt[i] = -1;
-    s->mask = malloc((size_t)n_ctx);
-    s->fscore = malloc(sizeof(float) * (size_t)n_ctx);
-    s->ftmp = malloc(sizeof(float) * (size_t)n_ctx);
-    s->qg = malloc(sizeof(float) * (size_t)(n_batch * s->G * d));
-    s->og = malloc(sizeof(float) * (size_t)(n_batch * s->G * d));
-    bool ok = s->idx && s->cnt && s->gk && s->gv && s->last_idx && s->last_cnt && s->pk && s->pv && s->mask && s->fscore && s->ftmp && s->qg && s->og;
+    s->mask = malloc(z.mask);
+    s->fscore = malloc(z.fscore);
+    s->ftmp = malloc(z.fscore);
+    s->qg = malloc(z.group_rows);
+    s->og = malloc(z.group_rows);
+    ok = ok && s->idx && s->cnt && s->gk && s->gv && s->last_idx && s->last_cnt && s->pk && s->pv && s->mask && s->fscore && s->ftmp && s->qg && s->og;
     if (s->hash) {
-        s->bits = sl_hash_get_params(s->hash)->bits;
+        s->bits = bits;
         s->W = sl_hash_code_words(s->bits);
-        if ((rc = sl_hamming_check(s->G, s->W))) {
-            sl_sparse_free(s);
-            return rc;
-        }
-        uint64_t words;
-        if (sl_mul_overflow_u64((uint64_t)s->n_layer * (uint64_t)s->hkv * (uint64_t)n_ctx, (uint64_t)s->W, &words) ||
-            words > SIZE_MAX / sizeof(uint64_t))
-            ok = false;
-        else
-            s->codes = malloc((size_t)words * sizeof(uint64_t));
-        s->work = malloc(sizeof(float) * sl_hash_work_floats(s->d, s->bits, rows));
-        s->rows = malloc(sizeof(float) * (size_t)(rows * d));
-        s->qcodes = malloc(sizeof(uint64_t) * (size_t)(n_batch * s->hq * s->W));
-        s->scores = malloc(sizeof(uint16_t) * (size_t)n_ctx);
-        s->lut = malloc(sizeof(float) * (size_t)(8 * s->W * 256));
-        s->topk_bytes = sl_topk_workspace_bytes(n_ctx, sl_hamming_max_score(s->G, s->W), p->block);
-        s->topk_work = malloc(s->topk_bytes ? s->topk_bytes : 1);
+        if (ok) s->codes = malloc(z.codes);
+        s->work = malloc(z.work);
+        s->rows = malloc(z.rows);
+        s->qcodes = malloc(z.qcodes);
+        s->scores = malloc(z.scores);
+        s->lut = malloc(z.lut);
+        s->topk_bytes = z.topk;
+        s->topk_work = malloc(z.topk ? z.topk : 1);
         ok = ok && s->codes && s->work && s->rows && s->qcodes && s->scores && s->lut && s->topk_work;
-        s->st.code_bytes = ok ? (int64_t)(words * sizeof(uint64_t)) : 0;
+        s->st.code_bytes = ok ? (int64_t)z.codes : 0;
     }
     if (!ok) {
         sl_sparse_free(s);

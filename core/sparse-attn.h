@@ -35,6 +35,12 @@ int sl_sparse_create(const struct sl_attn_params *p, const struct sl_model_confi
                      const uint8_t fingerprint[32], int64_t n_ctx, int32_t n_batch, struct sl_sparse **out);
 void sl_sparse_free(struct sl_sparse *s);
 
+/* What sl_sparse_create allocates for these settings (bits: the hash's code bits, 0 for
+ * topk-exact): the key codes into *code_bytes, and everything else as the return value
+ * (selection and gather buffers, top-k workspace); SL_ENOMEM when the sizes overflow. */
+int64_t sl_sparse_plan_bytes(const struct sl_attn_params *p, const struct sl_model_config *cfg, int32_t bits,
+                             int64_t n_ctx, int32_t n_batch, int64_t *code_bytes);
+
 /* Hashes keys k (n, n_head_kv * head_dim), post-RoPE, of positions pos0.. of a layer into
  * the table (overwriting what a truncated context left there). */
 int sl_sparse_add_keys(struct sl_sparse *s, int32_t layer, int64_t pos0, int64_t n, const float *k);

@@ -76,6 +76,7 @@ import json, sys
 d = json.load(open(sys.argv[1]))
 assert d["n_prompt"] == 37 and 1 <= d["n_generated"] <= 12 and len(d["tokens"]) == d["n_generated"], d
 assert d["stop_reason"] in ("length", "eos") and d["decode_tok_s"] > 0 and d["text"], d
+assert d["backend"] == "cpu" and d["device_bytes"] == 0, d
 PY
 else
   bad "generate failed: $(cat "$tmp/err")"
@@ -85,6 +86,13 @@ grep -q "stop: stop string" <("$bin" generate -p "Once upon a time" -n 40 --temp
 expect_error "empty prompt" 1 "the prompt is empty" -- "$bin" generate -p ""
 expect_error "n negative" 2 "-n must be an integer" -- "$bin" generate -p hi -n -5
 expect_error "no prompt" 2 "exactly one of -p PROMPT or -f FILE" -- "$bin" generate
+expect_error "gpu bad index" 2 "--gpu must be" -- "$bin" generate -p hi --gpu=x
+expect_error "vram without gpu" 1 "--vram-mb needs --gpu" -- "$bin" generate -p hi --vram-mb 100
+expect_error "vram too small" 1 "8192 tokens need [0-9]+ MiB of VRAM .* 400 MiB holds at most [0-9]+ tokens" -- \
+  "$bin" generate -p hi -n 2 -c 8192 --gpu --vram-mb 400
+if ! nvidia-smi -L >/dev/null 2>&1; then
+  expect_error "gpu absent" 1 "CUDA" -- "$bin" generate -p hi -n 2 --gpu
+fi
 printf 'ab\xff\xfecd' >"$tmp/bad.txt"
 expect_error "invalid utf-8" 1 "not valid UTF-8 at byte 2" -- "$bin" generate -f "$tmp/bad.txt"
 expect_error "missing prompt file" 1 "No such file" -- "$bin" generate -f "$tmp/nope.txt"

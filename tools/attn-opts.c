@@ -6,10 +6,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/mem-plan.h"
+#include "spotlight/error.h"
 #include "tools/cli.h"
 
 enum { O_ATTN = ATTN_OPT_FIRST, O_BUDGET, O_MINTOK, O_SINKS, O_WINDOW, O_DENSE, O_BITS, O_HASH, O_SPREFILL, O_KV,
-       O_CACHE_MB, O_BLOCK, O_RESUME, O_RERANK, O_PREFETCH };
+       O_CACHE_MB, O_BLOCK, O_RESUME, O_RERANK, O_PREFETCH, O_GPU, O_VRAM };
 
 void attn_opts_init(struct attn_opts *a) {
     a->p = sl_attn_default_params(SL_ATTN_DENSE);
@@ -19,6 +21,9 @@ void attn_opts_init(struct attn_opts *a) {
     a->kv_ram_budget = 0;
     a->kv_resume = false;
     a->kv_resume_keep = 0;
+    a->gpu = false;
+    a->gpu_device = 0;
+    a->vram_budget = 0;
 }
 
 void attn_opts_context(const struct attn_opts *a, struct sl_context_params *cp) {
@@ -27,6 +32,8 @@ void attn_opts_context(const struct attn_opts *a, struct sl_context_params *cp) 
     cp->kv_ram_budget = a->kv_ram_budget;
     cp->kv_resume = a->kv_resume;
     cp->kv_resume_keep = a->kv_resume_keep;
+    cp->gpu = a->gpu;
+    cp->gpu_device = a->gpu_device;
 }
 
 void attn_opts_table(struct option *opts, int *n) {
@@ -38,7 +45,8 @@ void attn_opts_table(struct option *opts, int *n) {
         {"sparse-prefill", no_argument, 0, O_SPREFILL}, {"kv", required_argument, 0, O_KV},
         {"cache-mb", required_argument, 0, O_CACHE_MB}, {"block", required_argument, 0, O_BLOCK},
         {"resume", optional_argument, 0, O_RESUME}, {"rerank", required_argument, 0, O_RERANK},
-        {"prefetch", no_argument, 0, O_PREFETCH}};
+        {"prefetch", no_argument, 0, O_PREFETCH}, {"gpu", optional_argument, 0, O_GPU},
+        {"vram-mb", required_argument, 0, O_VRAM}};
     for (int i = 0; i < ATTN_OPT_COUNT; i++) opts[(*n)++] = mine[i];
 }
 
@@ -104,6 +112,15 @@ int attn_opts_parse(const char *cmd, int c, const char *arg, struct attn_opts *a
         a->kv_resume = true;
         return arg && cli_parse_i64(cmd, "--resume", arg, 1, INT64_MAX, &a->kv_resume_keep) ? 2 : 0;
     case O_PREFETCH: a->p.prefetch = true; return 0;
+    case O_GPU:
+        a->gpu = true;
+        if (arg && cli_parse_i64(cmd, "--gpu", arg, 0, 1023, &v)) return 2;
+        a->gpu_device = arg ? (int32_t)v : 0;
+        return 0;
+    case O_VRAM:
+        if (cli_parse_i64(cmd, "--vram-mb", arg, 1, 1 << 24, &v)) return 2;
+        a->vram_budget = v << 20;
+        return 0;
     case O_RERANK:
         if (cli_parse_i64(cmd, "--rerank", arg, 1, 64, &v)) return 2;
         a->p.rerank = (int32_t)v;
@@ -149,7 +166,11 @@ void attn_opts_usage(FILE *f) {
                "                          (for slow storage; off by default)\n"
                "      --resume[=N]        reopen the --kv store a previous run left and continue after its\n"
                "                          tokens (the prompt is appended, without BOS; same attention options);\n"
-               "                          =N: after its first N tokens, dropping the rest from the store\n");
+               "                          =N: after its first N tokens, dropping the rest from the store\n"
+               "      --gpu[=N]           run on CUDA device N (default 0): weights and K/V in VRAM, dense\n"
+               "                          attention (the sparse path on the GPU is not wired in yet)\n"
+               "      --vram-mb N         with --gpu: check the run fits N MiB of VRAM first (weights, K/V,\n"
+               "                          codes, buffers), else say how long a context would fit\n");
 }
 
 int attn_opts_apply(const char *cmd, struct attn_opts *a, sl_context *ctx, const char *model_path) {
@@ -188,4 +209,31 @@ int attn_opts_apply(const char *cmd, struct attn_opts *a, sl_context *ctx, const
         return -1;
     }
     return 0;
+}
+
+int attn_opts_check_memory(const char *cmd, const struct attn_opts *a, const sl_model *m,
+                           const struct sl_context_params *cp) {
+    if (!a->vram_budget) return 0;
+    if (!a->gpu) {
+        fprintf(stderr, "spotlight %s: --vram-mb needs --gpu\n", cmd);
+        return -1;
+    }
+    struct sl_mem_plan_params p = {.gpu = true, .n_ctx = cp->n_ctx, .n_batch = cp->n_batch, .attn = &a->p,
+                                   .kv_file = a->kv_path && !a->kv_in_ram, .cache_bytes = a->kv_ram_budget};
+    struct sl_mem_plan pl;
+    if (sl_mem_plan_compute(m, &p, &pl)) {
+        fprintf(stderr, "spotlight %s: %s\n", cmd, sl_error_detail());
+        return -1;
+    }
+    if (pl.fast_total <= a->vram_budget) return 0;
+    const int64_t fit = sl_mem_plan_max_ctx(m, &p, a->vram_budget, INT64_C(1) << 40);
+    const double mib = 1.0 / (1 << 20);
+    char fits[64];
+    if (fit) snprintf(fits, sizeof fits, "at most %lld tokens (-c %lld)", (long long)fit, (long long)fit);
+    else snprintf(fits, sizeof fits, "not even 256 tokens");
+    fprintf(stderr, "spotlight %s: %lld tokens need %.0f MiB of VRAM (weights %.0f, K/V %.0f, codes %.0f, buffers %.0f); "
+                    "%lld MiB holds %s\n",
+            cmd, (long long)p.n_ctx, pl.fast_total * mib, pl.weights * mib, pl.kv_fast * mib, pl.codes * mib,
+            pl.work * mib, (long long)(a->vram_budget >> 20), fits);
+    return -1;
 }

@@ -2,7 +2,8 @@
  * perplexity, ...): parsing and applying them to a context.
  *   --attn dense|spotlight|simhash|topk-exact  --budget 2%|0.02  --min-tokens N  --sinks N
  *   --window N  --dense-layers N  --bits B  --hash FILE  --block N  --rerank R  --sparse-prefill
- *   --kv ram|ram:PATH|file:PATH  --cache-mb N  --resume  --prefetch   (where K/V live: context params, see context.h) */
+ *   --kv ram|ram:PATH|file:PATH  --cache-mb N  --resume  --prefetch   (where K/V live: context params, see context.h)
+ *   --gpu[=N]  --vram-mb N                      (the backend: context params; a memory plan) */
 #ifndef SL_TOOLS_ATTN_OPTS_H
 #define SL_TOOLS_ATTN_OPTS_H
 
@@ -13,7 +14,7 @@
 
 /* getopt_long codes of the options: ATTN_OPT_FIRST .. ATTN_OPT_FIRST + ATTN_OPT_COUNT - 1. */
 #define ATTN_OPT_FIRST 1000
-#define ATTN_OPT_COUNT 15
+#define ATTN_OPT_COUNT 17
 
 struct attn_opts {
     struct sl_attn_params p;
@@ -23,6 +24,9 @@ struct attn_opts {
     int64_t kv_ram_budget; /* --cache-mb, in bytes; 0: the store's default */
     bool kv_resume;        /* --resume */
     int64_t kv_resume_keep; /* --resume=N: N, else 0 (all) */
+    bool gpu;               /* --gpu[=N]: the CUDA backend on device gpu_device */
+    int32_t gpu_device;
+    int64_t vram_budget;    /* --vram-mb, in bytes; 0: no check */
 };
 
 void attn_opts_init(struct attn_opts *a);
@@ -37,5 +41,9 @@ void attn_opts_context(const struct attn_opts *a, struct sl_context_params *cp);
 /* Applies the mode to a fresh context (no-op for dense): 0, or -1 after an error line. */
 int attn_opts_apply(const char *cmd, struct attn_opts *a, sl_context *ctx, const char *model_path);
 const char *attn_mode_name(enum sl_attn_mode m);
+/* --vram-mb: 0 when the run's memory plan (core/mem-plan.h) fits the budget (or none was
+ * given); else -1 after a line saying what it needs and what context would fit. */
+int attn_opts_check_memory(const char *cmd, const struct attn_opts *a, const sl_model *m,
+                           const struct sl_context_params *cp);
 
 #endif

@@ -145,6 +145,8 @@ struct gen_stats {
     const char *stop_reason;
     struct sl_attn_stats attn;
     int64_t peak_rss;
+    const char *backend;  /* "cpu" or "cuda" */
+    int64_t device_bytes; /* the context's device memory (not the weights) */
 };
 
 /* Builds the prompt ids (chat template when asked). Returns count or -1 (error printed). */
@@ -229,6 +231,8 @@ static void print_stats_json(const struct gen_output *out, const int32_t *gen, c
     }
     json_obj_end(&w);
     json_int(&w, "peak_rss_bytes", s->peak_rss);
+    json_str(&w, "backend", s->backend);
+    json_int(&w, "device_bytes", s->device_bytes);
     json_obj_end(&w);
 }
 
@@ -277,6 +281,7 @@ int cmd_generate(int argc, char **argv) {
     cp.n_threads = o.n_threads;
     cp.n_batch = o.n_batch;
     attn_opts_context(&o.attn, &cp);
+    if (attn_opts_check_memory("generate", &o.attn, m, &cp)) goto done;
     if ((rc = sl_context_create(m, &cp, &ctx)) || (rc = sl_sampler_create(&o.sp, cfg->n_vocab, &smp))) {
         cli_report("setup", rc);
         goto done;
@@ -358,6 +363,8 @@ int cmd_generate(int argc, char **argv) {
     sl_context_attn_stats(ctx, &st.attn);
     st.n_stored = n_stored;
     st.n_past = sl_context_n_past(ctx);
+    st.backend = sl_context_backend_name(ctx);
+    st.device_bytes = sl_context_device_bytes(ctx);
     struct rusage ru;
     st.peak_rss = getrusage(RUSAGE_SELF, &ru) == 0 ? (int64_t)ru.ru_maxrss * 1024 : -1;
     int nb = sl_detok_flush(&dt, piece, sizeof piece);

@@ -126,6 +126,7 @@ int cmd_perplexity(int argc, char **argv) {
     cp.n_batch = (int32_t)(n_batch < n_ctx ? n_batch : n_ctx);
     cp.n_threads = (int32_t)n_threads;
     attn_opts_context(&attn, &cp);
+    if (attn_opts_check_memory("perplexity", &attn, m, &cp)) goto done;
     if ((rc = sl_context_create(m, &cp, &ctx))) {
         cli_report("context", rc);
         goto done;
