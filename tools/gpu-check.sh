@@ -4,11 +4,12 @@
 # results file. Under 8 minutes on an H100/H200 (most of it the build).
 #
 #   tools/gpu-check.sh [-o FILE] [--arch SM]      build here (build-gpu/) and run
-#   tools/gpu-check.sh --pack DIR [--arch SM]     build here, copy the GPU tests and benches and the
-#                                                 shared libraries they need (not the CUDA driver,
-#                                                 cuBLAS or glibc) into DIR
-#   tools/gpu-check.sh --from DIR [-o FILE]       run a pack on a GPU machine that lacks the build
-#                                                 dependencies (OpenBLAS, hwloc, liburing, Criterion)
+#   tools/gpu-check.sh --pack FILE.tar.xz [--arch SM]
+#                                    build here; archive the GPU tests and benches and the shared
+#                                    libraries they need (not the CUDA driver, cuBLAS or glibc):
+#                                    ~10 MB, for a GPU machine without the build dependencies
+#   tools/gpu-check.sh --from FILE.tar.xz [-o FILE]
+#                                    run a pack there (OpenBLAS, hwloc, liburing, Criterion not needed)
 #
 # Default FILE: bench/results/gpu-check.md. Default SM: the first GPU's compute capability, or 90
 # (H100/H200) when packing on a machine without one. Exits non-zero when a test fails or no GPU
@@ -25,7 +26,7 @@ while [ $# -gt 0 ]; do
     --arch) arch=$2; shift 2 ;;
     --pack) mode=pack; dir=$2; shift 2 ;;
     --from) mode=from; dir=$2; shift 2 ;;
-    *) echo "usage: tools/gpu-check.sh [-o FILE] [--arch SM] | --pack DIR [--arch SM] | --from DIR [-o FILE]" >&2; exit 2 ;;
+    *) echo "usage: tools/gpu-check.sh [-o FILE] [--arch SM] | --pack FILE.tar.xz [--arch SM] | --from FILE.tar.xz [-o FILE]" >&2; exit 2 ;;
   esac
 done
 log() { echo "gpu-check: $*" >&2; }
@@ -69,7 +70,7 @@ run_all() { # BINDIR_TESTS BINDIR_BENCH
     local secs
     secs=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$t0" "$(date +%s.%N)")
     local summary
-    summary=$(grep -E '^\[====\] Synthesis' "$tmp/$t.log" | sed 's/^\[====\] //' || true)
+    summary=$(grep -E '^\[====\] Synthesis' "$tmp/$t.log" | sed -e 's/^\[====\] Synthesis: //' -e 's/ *| */, /g' -e 's/ *$//' || true)
     local skips
     skips=$(grep -c '^\[SKIP\]' "$tmp/$t.log" || true)
     if [ $rc = 0 ] && [ "$skips" -gt 0 ]; then summary="$skips SKIPPED: $summary"; fails=$((fails + 1)); fi
@@ -103,20 +104,27 @@ case $mode in
   pack)
     [ -n "$arch" ] || arch=90
     build
-    rm -rf "$dir"
-    mkdir -p "$dir/bin" "$dir/lib"
-    for t in $(gpu_tests); do cp build-gpu/tests/"$t" "$dir/bin/"; done
-    for b in $(gpu_benches); do cp build-gpu/bench/"$b" "$dir/bin/"; done
+    stage=$(mktemp -d)
+    trap 'rm -rf "$stage"' EXIT
+    mkdir -p "$stage/pack/bin" "$stage/pack/lib"
+    for t in $(gpu_tests); do cp build-gpu/tests/"$t" "$stage/pack/bin/"; done
+    for b in $(gpu_benches); do cp build-gpu/bench/"$b" "$stage/pack/bin/"; done
     # the shared libraries they load, less what every Linux and CUDA machine has
-    ldd "$dir"/bin/* | awk '$3 ~ /^\// {print $3}' | sort -u |
+    ldd "$stage"/pack/bin/* | awk '$3 ~ /^\// {print $3}' | sort -u |
       grep -vE '/(libc|libm|libdl|libpthread|librt|libresolv|libgcc_s|libstdc\+\+|libcuda|libcublas|libcublasLt)\.so' |
-      while read -r l; do cp -L "$l" "$dir/lib/"; done
-    git rev-parse --short HEAD >"$dir/COMMIT"
-    log "packed $(ls "$dir/bin" | wc -l) programs and $(ls "$dir/lib" | wc -l) libraries into $dir ($(du -sh "$dir" | cut -f1))"
+      while read -r l; do cp -L "$l" "$stage/pack/lib/"; done
+    git rev-parse --short HEAD >"$stage/pack/COMMIT"
+    mkdir -p "$(dirname "$dir")"
+    tar -C "$stage" -cJf "$dir.part" pack && mv "$dir.part" "$dir"
+    log "packed $(ls "$stage/pack/bin" | wc -l) programs and $(ls "$stage/pack/lib" | wc -l) libraries into $dir ($(du -h "$dir" | cut -f1))"
     ;;
   from)
-    [ -d "$dir/bin" ] || { log "$dir is not a pack (tools/gpu-check.sh --pack DIR)"; exit 1; }
-    export LD_LIBRARY_PATH="$(cd "$dir" && pwd)/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    [ -f "$dir" ] || { log "no pack $dir (make one with tools/gpu-check.sh --pack FILE.tar.xz)"; exit 1; }
+    stage=$(mktemp -d)
+    trap 'rm -rf "$stage"' EXIT
+    tar -C "$stage" -xJf "$dir" || { log "$dir is not a pack"; exit 1; }
+    dir=$stage/pack
+    export LD_LIBRARY_PATH="$dir/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     run_all "$dir/bin" "$dir/bin"
     ;;
 esac
