@@ -9,6 +9,7 @@
  * the only rounding is the final addition of the min. Reordering or fusing into an FMA cannot change a bit. */
 #include <string.h>
 
+#include "core/half.h"
 #include "core/internal.h"
 #include "core/quant-internal.h"
 #include "spotlight/quant.h"
@@ -189,33 +190,7 @@ int64_t sl_type_row_bytes(int type, int64_t n) {
 
 float sl_f16_to_f32(uint16_t h) { return sl_half_to_float(h); }
 
-uint16_t sl_f32_to_f16(float f) {
-    uint32_t x = sl_f32_bits(f);
-    uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
-    uint32_t a = x & 0x7fffffffu;
-    if (a > 0x7f800000u) {
-        /* NaN: keep the top payload bits (so halves round-trip); if only low bits were set,
-         * set the quiet bit so the result is still a NaN and not infinity. */
-        uint32_t m = (a >> 13) & 0x3ffu;
-        return (uint16_t)(sign | 0x7c00u | (m ? m : 0x200u));
-    }
-    /* 65520 (0x477ff000) is halfway between 65504, whose mantissa is odd, and 65536: it and
-     * everything above round to infinity. */
-    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);
-    if (a >= 0x38800000u) { /* result is a normal half (>= 2^-14 before or after rounding) */
-        uint32_t r = a + 0xfffu + ((a >> 13) & 1u); /* round to nearest even at bit 13 */
-        return (uint16_t)(sign | ((r >> 13) - ((uint32_t)(127 - 15) << 10)));
-    }
-    /* Subnormal half: the value in units of 2^-24 is mant * 2^(e - 126); below 2^-25 it
-     * rounds to zero (2^-25 itself is a tie, and zero is even). */
-    int e = (int)(a >> 23);
-    if (e < 102) return sign;
-    uint32_t mant = (a & 0x7fffffu) | 0x800000u;
-    int s = 126 - e; /* 14 .. 24 */
-    uint32_t q = mant >> s, rem = mant & ((1u << s) - 1), half = 1u << (s - 1);
-    q += (rem > half) | ((rem == half) & q & 1u); /* carry into the exponent is correct */
-    return (uint16_t)(sign | q);
-}
+uint16_t sl_f32_to_f16(float f) { return sl_half_from_f32_bits(sl_f32_bits(f)); }
 
 float sl_bf16_to_f32(uint16_t h) { return sl_bits_f32((uint32_t)h << 16); }
 

@@ -34,11 +34,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#ifdef __CUDACC__
-#define SL_AHD static inline __host__ __device__
-#else
-#define SL_AHD static inline
-#endif
+#include "core/host-device.h"
 
 #define SL_ATTN_KEY_TILE 64         /* keys per shared-memory tile (both kernels) */
 #define SL_ATTN_ROW_TILE 64         /* query rows per CTA of the tiled kernel */
@@ -57,23 +53,23 @@ struct sl_attn_plan {
     int64_t chunk;      /* key positions per split, a multiple of SL_ATTN_KEY_TILE */
 };
 
-SL_AHD int64_t sl_attn_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+SL_HD int64_t sl_attn_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 /* Workspace for up to n query tokens (enough for any smaller n too). */
-SL_AHD size_t sl_attn_workspace_bytes(int64_t n, int32_t n_head, int32_t head_dim) {
+SL_HD size_t sl_attn_workspace_bytes(int64_t n, int32_t n_head, int32_t head_dim) {
     if (n <= 0 || n_head <= 0 || head_dim <= 0) return 0;
     int64_t rows = n < SL_ATTN_SPLIT_ROWS / SL_ATTN_MAX_SPLITS ? n * SL_ATTN_MAX_SPLITS : SL_ATTN_SPLIT_ROWS;
     return (size_t)rows * (size_t)n_head * ((size_t)head_dim + 2) * sizeof(float);
 }
 
 /* Byte offset of the ml pairs in the workspace (after acc). */
-SL_AHD size_t sl_attn_ml_offset(int64_t n, int32_t n_head, int32_t n_split, int32_t head_dim) {
+SL_HD size_t sl_attn_ml_offset(int64_t n, int32_t n_head, int32_t n_split, int32_t head_dim) {
     return (size_t)n * (size_t)n_head * (size_t)n_split * (size_t)head_dim * sizeof(float);
 }
 
 /* The launch for a call; the arguments are already validated (n >= 1, pos0 >= 0,
  * n_head % n_head_kv == 0). n_sm: the device's multiprocessors. */
-SL_AHD struct sl_attn_plan sl_attn_plan_make(int64_t n, int64_t pos0, int32_t n_head, int32_t n_head_kv,
+SL_HD struct sl_attn_plan sl_attn_plan_make(int64_t n, int64_t pos0, int32_t n_head, int32_t n_head_kv,
                                              int32_t head_dim, size_t workspace_bytes, int n_sm) {
     struct sl_attn_plan p;
     int32_t rep = n_head / n_head_kv;
@@ -96,7 +92,7 @@ SL_AHD struct sl_attn_plan sl_attn_plan_make(int64_t n, int64_t pos0, int32_t n_
 }
 
 /* Rows [*rho0, *rho1) of KV group *g that CTA x owns (rho = t*n_rep + r). */
-SL_AHD void sl_attn_cta_rows(const struct sl_attn_plan *p, int64_t x, int64_t n, int32_t n_head_kv,
+SL_HD void sl_attn_cta_rows(const struct sl_attn_plan *p, int64_t x, int64_t n, int32_t n_head_kv,
                              int32_t n_rep, int64_t *g, int64_t *rho0, int64_t *rho1) {
     if (p->decode) {
         int64_t t = x / n_head_kv;
@@ -113,13 +109,13 @@ SL_AHD void sl_attn_cta_rows(const struct sl_attn_plan *p, int64_t x, int64_t n,
 
 /* End (exclusive) of the keys row rho may see within split c: min(split end, pos0 + t + 1),
  * where t = rho / n_rep. The split starts at c * chunk; an end at or before it: none. */
-SL_AHD int64_t sl_attn_row_end(const struct sl_attn_plan *p, int32_t c, int64_t pos0, int64_t rho, int32_t n_rep) {
+SL_HD int64_t sl_attn_row_end(const struct sl_attn_plan *p, int32_t c, int64_t pos0, int64_t rho, int32_t n_rep) {
     int64_t causal = pos0 + rho / n_rep + 1, split = ((int64_t)c + 1) * p->chunk;
     return causal < split ? causal : split;
 }
 
 /* The largest max among the partials with l > 0 (the CPU's merge rule); -inf when none. */
-SL_AHD float sl_attn_merge_max(const float *ml, int32_t n_split) {
+SL_HD float sl_attn_merge_max(const float *ml, int32_t n_split) {
     float m = -INFINITY;
     for (int32_t s = 0; s < n_split; s++)
         if (ml[2 * s + 1] > 0 && ml[2 * s] > m) m = ml[2 * s];
@@ -127,6 +123,6 @@ SL_AHD float sl_attn_merge_max(const float *ml, int32_t n_split) {
 }
 
 /* The weight of partial (m, l) in the merge with global max mg: e^(m - mg), 0 when empty. */
-SL_AHD float sl_attn_merge_weight(const float *ml, float mg) { return ml[1] > 0 ? expf(ml[0] - mg) : 0.0f; }
+SL_HD float sl_attn_merge_weight(const float *ml, float mg) { return ml[1] > 0 ? expf(ml[0] - mg) : 0.0f; }
 
 #endif

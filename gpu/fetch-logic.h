@@ -40,13 +40,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#ifdef __CUDACC__
-#define SL_FETCH_HD __host__ __device__
-#else
-#define SL_FETCH_HD
-#endif
+#include "core/host-device.h"
 #ifndef SL_KV_HD
-#define SL_KV_HD SL_FETCH_HD
+#define SL_KV_HD SL_HD_QUAL
 #endif
 #include "storage/kv-host-map.h"
 
@@ -119,12 +115,12 @@ struct sl_fetch_counters {
 
 /* layer < 2^12, head < 2^10, block < 2^38 (the store's limits: 4096 layers, 1024 heads,
  * 2^40 positions in blocks of >= 4), so keys are unique and never TAG_EMPTY. */
-static inline SL_FETCH_HD uint64_t sl_fetch_key(int32_t layer, int32_t head, int64_t block) {
+SL_HD uint64_t sl_fetch_key(int32_t layer, int32_t head, int64_t block) {
     return ((uint64_t)layer << 48) | ((uint64_t)head << 38) | (uint64_t)block;
 }
 
 /* A splitmix64 finaliser spreads consecutive blocks and heads over the sets. */
-static inline SL_FETCH_HD int64_t sl_fetch_set(uint64_t key, int64_t n_sets) {
+SL_HD int64_t sl_fetch_set(uint64_t key, int64_t n_sets) {
     uint64_t z = key + 0x9E3779B97F4A7C15u;
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9u;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBu;
@@ -132,13 +128,13 @@ static inline SL_FETCH_HD int64_t sl_fetch_set(uint64_t key, int64_t n_sets) {
     return (int64_t)(z % (uint64_t)n_sets);
 }
 
-static inline SL_FETCH_HD uint64_t sl_fetch_bid(uint32_t step, int64_t ordinal) {
+SL_HD uint64_t sl_fetch_bid(uint32_t step, int64_t ordinal) {
     return ((uint64_t)(uint32_t)~step << 32) | (uint64_t)(uint32_t)ordinal;
 }
 
 /* The victim way of a set: the first way from the round-robin cursor not stamped with this
  * step (a slot a phase-1 hit of this call owns), or -1 when every way was hit this step. */
-static inline SL_FETCH_HD int32_t sl_fetch_victim(const uint32_t *used_of_set, int32_t ways,
+SL_HD int32_t sl_fetch_victim(const uint32_t *used_of_set, int32_t ways,
                                                   uint32_t rr, uint32_t step) {
     for (int32_t w = 0; w < ways; w++) {
         int32_t way = (int32_t)((rr + (uint32_t)w) % (uint32_t)ways);
@@ -150,39 +146,39 @@ static inline SL_FETCH_HD int32_t sl_fetch_victim(const uint32_t *used_of_set, i
 /* ---- positions ------------------------------------------------------------------------- */
 
 /* Rows of head h this call fetches: cnt[h] clamped to [0, max_count]. */
-static inline SL_FETCH_HD int64_t sl_fetch_count(const struct sl_fetch_sel *s, int32_t h) {
+SL_HD int64_t sl_fetch_count(const struct sl_fetch_sel *s, int32_t h) {
     int64_t c = s->cnt[h];
     return c < 0 ? 0 : c > s->max_count ? s->max_count : c;
 }
 
-static inline SL_FETCH_HD bool sl_fetch_count_bad(const struct sl_fetch_sel *s, int32_t h) {
+SL_HD bool sl_fetch_count_bad(const struct sl_fetch_sel *s, int32_t h) {
     return s->cnt[h] < 0 || s->cnt[h] > s->max_count;
 }
 
-static inline SL_FETCH_HD int32_t sl_fetch_pos(const struct sl_fetch_sel *s, int32_t h, int64_t i) {
+SL_HD int32_t sl_fetch_pos(const struct sl_fetch_sel *s, int32_t h, int64_t i) {
     return s->idx[(int64_t)h * s->max_count + i];
 }
 
-static inline SL_FETCH_HD bool sl_fetch_valid(const struct sl_fetch_sel *s, int32_t pos) {
+SL_HD bool sl_fetch_valid(const struct sl_fetch_sel *s, int32_t pos) {
     return pos >= 0 && (int64_t)pos < s->n_tokens;
 }
 
-static inline SL_FETCH_HD int64_t sl_fetch_block(const struct sl_fetch_sel *s, int32_t pos) {
+SL_HD int64_t sl_fetch_block(const struct sl_fetch_sel *s, int32_t pos) {
     return (int64_t)pos >> s->block_shift;
 }
 
-static inline SL_FETCH_HD int32_t sl_fetch_row(const struct sl_fetch_sel *s, int32_t pos) {
+SL_HD int32_t sl_fetch_row(const struct sl_fetch_sel *s, int32_t pos) {
     return pos & ((1 << s->block_shift) - 1);
 }
 
 /* Output row of (head, i): the outputs are (n_heads, max_count, head_dim). */
-static inline SL_FETCH_HD int64_t sl_fetch_out_row(const struct sl_fetch_sel *s, int32_t h,
+SL_HD int64_t sl_fetch_out_row(const struct sl_fetch_sel *s, int32_t h,
                                                    int64_t i) {
     return (int64_t)h * s->max_count + i;
 }
 
 /* Position i of head h starts a run: the first valid position of its block in the list. */
-static inline SL_FETCH_HD bool sl_fetch_is_leader(const struct sl_fetch_sel *s, int32_t h,
+SL_HD bool sl_fetch_is_leader(const struct sl_fetch_sel *s, int32_t h,
                                                   int64_t i) {
     int32_t p = sl_fetch_pos(s, h, i);
     if (!sl_fetch_valid(s, p)) return false;
@@ -193,7 +189,7 @@ static inline SL_FETCH_HD bool sl_fetch_is_leader(const struct sl_fetch_sel *s, 
 
 /* One past the last position of the run led by i (ascending unique input: at most
  * block_tokens positions; any input: bounded by the count). */
-static inline SL_FETCH_HD int64_t sl_fetch_run_end(const struct sl_fetch_sel *s, int32_t h,
+SL_HD int64_t sl_fetch_run_end(const struct sl_fetch_sel *s, int32_t h,
                                                    int64_t i, int64_t count) {
     int64_t b = sl_fetch_block(s, sl_fetch_pos(s, h, i)), j = i + 1;
     while (j < count) {
@@ -206,34 +202,34 @@ static inline SL_FETCH_HD int64_t sl_fetch_run_end(const struct sl_fetch_sel *s,
 
 /* ---- slots ----------------------------------------------------------------------------- */
 
-static inline SL_FETCH_HD int64_t sl_fetch_block_bytes(const struct sl_fetch_sel *s) {
+SL_HD int64_t sl_fetch_block_bytes(const struct sl_fetch_sel *s) {
     return 2 * ((int64_t)1 << s->block_shift) * s->row_bytes;
 }
 
 /* Byte offset of K row r of slot (V: + sl_fetch_v_offset). */
-static inline SL_FETCH_HD int64_t sl_fetch_slot_k(const struct sl_fetch_sel *s, int64_t slot,
+SL_HD int64_t sl_fetch_slot_k(const struct sl_fetch_sel *s, int64_t slot,
                                                   int32_t r) {
     return slot * sl_fetch_block_bytes(s) + (int64_t)r * s->row_bytes;
 }
 
 /* V row r of a block lies block_tokens rows after K row r. */
-static inline SL_FETCH_HD int64_t sl_fetch_v_offset(const struct sl_fetch_sel *s) {
+SL_HD int64_t sl_fetch_v_offset(const struct sl_fetch_sel *s) {
     return ((int64_t)1 << s->block_shift) * s->row_bytes;
 }
 
 /* Offset of staging unit (row, or block) holding staging row j. */
-static inline SL_FETCH_HD int64_t sl_fetch_stage_unit(const struct sl_fetch_stage *st, int32_t j) {
+SL_HD int64_t sl_fetch_stage_unit(const struct sl_fetch_stage *st, int32_t j) {
     return ((int64_t)j >> st->shift) * st->unit_bytes;
 }
 
 /* Offset of K row j of the staging. */
-static inline SL_FETCH_HD int64_t sl_fetch_stage_k(const struct sl_fetch_stage *st,
+SL_HD int64_t sl_fetch_stage_k(const struct sl_fetch_stage *st,
                                                    int64_t row_bytes, int32_t j) {
     return sl_fetch_stage_unit(st, j) + (int64_t)(j & ((1 << st->shift) - 1)) * row_bytes;
 }
 
 /* Rows of block b that are committed: bit r for b * T + r < n_tokens (T <= 64). */
-static inline SL_FETCH_HD uint64_t sl_fetch_valid_rows(const struct sl_fetch_sel *s, int64_t b) {
+SL_HD uint64_t sl_fetch_valid_rows(const struct sl_fetch_sel *s, int64_t b) {
     int64_t T = (int64_t)1 << s->block_shift, left = s->n_tokens - b * T;
     int64_t n = left < 0 ? 0 : left < T ? left : T;
     return n >= 64 ? ~UINT64_C(0) : (UINT64_C(1) << n) - 1;
@@ -259,7 +255,7 @@ struct sl_fetch_host {
 /* Thread group (h, i) of the copy kernel: where output row (h, i) comes from. st: the
  * staging of a staged path, NULL for zero copy (then host is used). skip_hits: prefetch,
  * which only needs the rows phase 3 will insert. */
-static inline SL_FETCH_HD enum sl_fetch_from sl_fetch_source(
+SL_HD enum sl_fetch_from sl_fetch_source(
     const struct sl_fetch_sel *s, const struct sl_fetch_cache *c, const struct sl_fetch_stage *st,
     const struct sl_fetch_host *host, int32_t h, int64_t i, bool skip_hits, const uint8_t **k,
     const uint8_t **v) {
@@ -292,7 +288,7 @@ static inline SL_FETCH_HD enum sl_fetch_from sl_fetch_source(
  * caller): the leader of a run looks its key up, writes src of every run position and its own
  * lead entry, stamps the slot it hit or bids for its set; a position outside [0, n_tokens)
  * marks itself SRC_BAD. Other positions do nothing (their leader writes their src). */
-static inline SL_FETCH_HD void sl_fetch_lookup(const struct sl_fetch_sel *s,
+SL_HD void sl_fetch_lookup(const struct sl_fetch_sel *s,
                                                const struct sl_fetch_cache *c, int32_t h,
                                                int64_t i, struct sl_fetch_counters *add) {
     int64_t count = sl_fetch_count(s, h);
@@ -344,7 +340,7 @@ struct sl_fetch_insert {
 /* Thread (h, i) of the insert kernel (lane 0 of its warp): decides the slot, claiming a
  * victim (tag and mask cleared, cursor advanced) when this leader's bid won its set. Slots
  * are written only here and only by one leader each (see the file comment). */
-static inline SL_FETCH_HD struct sl_fetch_insert sl_fetch_insert_decide(
+SL_HD struct sl_fetch_insert sl_fetch_insert_decide(
     const struct sl_fetch_sel *s, const struct sl_fetch_cache *c, const struct sl_fetch_stage *st,
     int32_t h, int64_t i) {
     struct sl_fetch_insert in = {-1, 0, i, -1, false, false};
@@ -382,7 +378,7 @@ static inline SL_FETCH_HD struct sl_fetch_insert sl_fetch_insert_decide(
 
 /* Rows a leader's copy adds to its slot: the run's missed rows; with block staging every
  * committed row of the block (the whole block came over). */
-static inline SL_FETCH_HD uint64_t sl_fetch_insert_rows(const struct sl_fetch_sel *s,
+SL_HD uint64_t sl_fetch_insert_rows(const struct sl_fetch_sel *s,
                                                         const struct sl_fetch_insert *in,
                                                         int32_t h, int64_t i, bool whole) {
     if (whole) return sl_fetch_valid_rows(s, sl_fetch_block(s, sl_fetch_pos(s, h, i)));
@@ -394,7 +390,7 @@ static inline SL_FETCH_HD uint64_t sl_fetch_insert_rows(const struct sl_fetch_se
 }
 
 /* After the rows are in the slot: the mask grows, then the tag names the block. */
-static inline SL_FETCH_HD void sl_fetch_publish(const struct sl_fetch_cache *c,
+SL_HD void sl_fetch_publish(const struct sl_fetch_cache *c,
                                                 const struct sl_fetch_insert *in, uint64_t rows) {
     SL_FETCH_ATOMIC_OR_U64(&c->mask[in->slot], rows);
     c->tags[in->slot] = in->key;

@@ -15,6 +15,7 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "core/half.h"
 #include "gpu/gpu-check.h"
 #include "gpu/gpu-ops.h"
 
@@ -155,30 +156,9 @@ extern "C" int sl_gpu_swiglu(const float *g, const float *u, int64_t n, float *y
 
 /* ---- conversions and the KV write --------------------------------------------------------- */
 
-/* sl_f32_to_f16 (core/quant.c) line for line: integer rounding to nearest even, NaN payloads
- * kept (quiet bit forced when only low bits were set). Not __float2half_rn, which writes a
- * canonical NaN. */
-static __device__ __forceinline__ uint16_t f32_to_f16_bits(float f) {
-    uint32_t x = __float_as_uint(f);
-    uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
-    uint32_t a = x & 0x7fffffffu;
-    if (a > 0x7f800000u) {
-        uint32_t m = (a >> 13) & 0x3ffu;
-        return (uint16_t)(sign | 0x7c00u | (m ? m : 0x200u));
-    }
-    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);
-    if (a >= 0x38800000u) {
-        uint32_t r = a + 0xfffu + ((a >> 13) & 1u);
-        return (uint16_t)(sign | ((r >> 13) - ((uint32_t)(127 - 15) << 10)));
-    }
-    int e = (int)(a >> 23);
-    if (e < 102) return sign;
-    uint32_t mant = (a & 0x7fffffu) | 0x800000u;
-    int s = 126 - e;
-    uint32_t q = mant >> s, rem = mant & ((1u << s) - 1), half = 1u << (s - 1);
-    q += (rem > half) | ((rem == half) & q & 1u);
-    return (uint16_t)(sign | q);
-}
+/* sl_f32_to_f16's rounding (core/half.h): NaN payloads kept, unlike __float2half_rn, which
+ * writes a canonical NaN. */
+static __device__ __forceinline__ uint16_t f32_to_f16_bits(float f) { return sl_half_from_f32_bits(__float_as_uint(f)); }
 
 static __global__ void f32_to_f16_kernel(const float *x, int64_t n, uint16_t *y) {
     GRID_STRIDE(i, n) y[i] = f32_to_f16_bits(x[i]);

@@ -46,11 +46,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#ifdef __CUDACC__
-#define SL_HD static inline __host__ __device__
-#else
-#define SL_HD static inline
-#endif
+#include "core/host-device.h"
 
 #define SL_RT_THREADS 256                                /* threads per CTA of every phase */
 #define SL_RT_PER_THREAD 8                               /* units per thread */
