@@ -16,10 +16,8 @@
 #include "spotlight/error.h"
 #include "tests/gguf-builder.h"
 #include "tests/model-cache.h"
+#include "tests/gpu-test-util.h"
 
-static void require_gpu(void) {
-    if (sl_cuda_device_count() == 0) cr_skip_test("no CUDA device");
-}
 
 /* A 2-layer llama (or qwen2, with biases) whose weights are multiples of 1/8 in [-0.75, 0.75]. */
 static sl_model *tiny_model(const char *arch) {

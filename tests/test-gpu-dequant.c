@@ -19,24 +19,10 @@
 #include "spotlight/device.h"
 #include "spotlight/error.h"
 #include "spotlight/quant.h"
+#include "tests/gpu-test-util.h"
 
-static void require_gpu(void) {
-    if (sl_cuda_device_count() == 0) cr_skip_test("no CUDA device");
-}
 
-#define CUDA_OK(call)                                                                         \
-    do {                                                                                      \
-        cudaError_t e_ = (call);                                                              \
-        cr_assert_eq(e_, cudaSuccess, "%s: %s", #call, cudaGetErrorString(e_));               \
-    } while (0)
 
-/* splitmix64: fixed seed per type, so a failure reproduces. */
-static uint64_t rng_next(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
 
 static void put_u16(uint8_t *p, uint16_t v) {
     p[0] = (uint8_t)v;

@@ -18,23 +18,11 @@
 #include "spotlight/error.h"
 #include "tests/fetch-test-util.h"
 #include "tests/kv-test-util.h"
+#include "tests/gpu-test-util.h"
 
 TestSuite(gpu_fetch, .fini = kvt_cleanup);
 
-static void require_gpu(void) {
-    if (sl_cuda_device_count() == 0) cr_skip_test("no CUDA device");
-}
 
-#define CUDA_OK(call)                                                                         \
-    do {                                                                                      \
-        cudaError_t e_ = (call);                                                              \
-        cr_assert_eq(e_, cudaSuccess, "%s: %s", #call, cudaGetErrorString(e_));               \
-    } while (0)
-#define SL_OK(call)                                                                           \
-    do {                                                                                      \
-        int rc_ = (call);                                                                     \
-        cr_assert_eq(rc_, 0, "%s: %s (%s)", #call, sl_strerror(rc_), sl_error_detail());      \
-    } while (0)
 
 static const struct sl_kv_shape SHAPE = {4, 3, 64, SL_KV_DTYPE_F16, 16}; /* 4 KiB blocks */
 

@@ -11,10 +11,8 @@
 #include "spotlight/device.h"
 #include "spotlight/error.h"
 #include "spotlight/kv-store.h"
+#include "tests/gpu-test-util.h"
 
-static void require_gpu(void) {
-    if (sl_cuda_device_count() == 0) cr_skip_test("no CUDA device");
-}
 
 Test(gpu_kv, host_tier_is_pinned_and_round_trips_through_the_device) {
     require_gpu();

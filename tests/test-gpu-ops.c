@@ -28,30 +28,11 @@
 #include "spotlight/error.h"
 #include "spotlight/model.h"
 #include "spotlight/quant.h"
+#include "tests/gpu-test-util.h"
 
-static void require_gpu(void) {
-    if (sl_cuda_device_count() == 0) cr_skip_test("no CUDA device");
-}
 
-#define CUDA_OK(call)                                                                         \
-    do {                                                                                      \
-        cudaError_t e_ = (call);                                                              \
-        cr_assert_eq(e_, cudaSuccess, "%s: %s", #call, cudaGetErrorString(e_));               \
-    } while (0)
 
-#define GPU_OK(call)                                                                          \
-    do {                                                                                      \
-        int rc_ = (call);                                                                     \
-        cr_assert_eq(rc_, 0, "%s: %s (%s)", #call, sl_strerror(rc_), sl_error_detail());      \
-    } while (0)
 
-/* splitmix64; a fixed seed per test, so a failure reproduces. */
-static uint64_t rng_next(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
 
 /* Uniform in [-1, 1). */
 static float frand(uint64_t *s) { return (float)((double)(rng_next(s) >> 11) * 0x1p-52 - 1.0); }
@@ -114,13 +95,13 @@ Test(gpu_ops, rmsnorm_matches_cpu) {
         cr_assert_eq(be->rmsnorm(be, x, &wt, n, k, 1e-5f, y), 0);
         float *dx = to_dev(x, sizeof *x * n * k), *dw = to_dev(w, sizeof *w * k);
         float *dy = to_dev(NULL, sizeof *dy * n * k);
-        GPU_OK(sl_gpu_rmsnorm(dx, dw, n, k, 1e-5f, dy, NULL));
+        SL_OK(sl_gpu_rmsnorm(dx, dw, n, k, 1e-5f, dy, NULL));
         from_dev(g, dy, sizeof *g * n * k);
         for (int64_t i = 0; i < n * k; i++)
             cr_assert(fabsf(g[i] - y[i]) <= 1e-6f * fabsf(y[i]), "case %zu, %lld: gpu %a cpu %a", c, (long long)i,
                       g[i], y[i]);
         /* in place */
-        GPU_OK(sl_gpu_rmsnorm(dx, dw, n, k, 1e-5f, dx, NULL));
+        SL_OK(sl_gpu_rmsnorm(dx, dw, n, k, 1e-5f, dx, NULL));
         float *g2 = malloc(sizeof *g2 * (size_t)(n * k));
         from_dev(g2, dx, sizeof *g2 * n * k);
         cr_assert_eq(memcmp(g, g2, sizeof *g * (size_t)(n * k)), 0, "case %zu: in-place result differs", c);
@@ -161,7 +142,7 @@ Test(gpu_ops, rope_matches_cpu) {
         int64_t n = cases[c].n, len = n * cases[c].n_head * cases[c].head_dim;
         float *x = rand_floats(len, 1, 21 + c), *g = malloc(sizeof *g * (size_t)len);
         float *dx = to_dev(x, sizeof *x * len);
-        GPU_OK(sl_gpu_rope(dx, n, cases[c].n_head, cases[c].head_dim, cases[c].n_rot, cases[c].type == SL_ROPE_NEOX,
+        SL_OK(sl_gpu_rope(dx, n, cases[c].n_head, cases[c].head_dim, cases[c].n_rot, cases[c].type == SL_ROPE_NEOX,
                            cases[c].theta, 1.0f / cases[c].scale, cases[c].pos0, NULL));
         from_dev(g, dx, sizeof *g * len);
         cr_assert_eq(be->rope(be, x, n, cases[c].n_head, &cfg, cases[c].pos0), 0);
@@ -183,8 +164,8 @@ Test(gpu_ops, add_and_add_rows_are_bit_identical) {
     float *x = rand_floats(n * k, 3, 31), *y = rand_floats(n * k, 3, 32), *b = rand_floats(k, 3, 33);
     float *g = malloc(sizeof *g * (size_t)(n * k));
     float *dx = to_dev(x, sizeof *x * n * k), *dy = to_dev(y, sizeof *y * n * k), *db = to_dev(b, sizeof *b * k);
-    GPU_OK(sl_gpu_add(dx, dy, n * k, NULL));
-    GPU_OK(sl_gpu_add_rows(dx, db, n, k, NULL));
+    SL_OK(sl_gpu_add(dx, dy, n * k, NULL));
+    SL_OK(sl_gpu_add_rows(dx, db, n, k, NULL));
     from_dev(g, dx, sizeof *g * n * k);
     struct sl_gguf_tensor bt = f32_tensor(b, k);
     cr_assert_eq(be->add(be, x, y, n * k), 0);
@@ -205,7 +186,7 @@ Test(gpu_ops, swiglu_matches_cpu) {
     for (size_t i = 0; i < sizeof edge / sizeof edge[0]; i++) gt[i] = edge[i];
     float *y = malloc(sizeof *y * n), *g = malloc(sizeof *g * n);
     float *dg = to_dev(gt, sizeof *gt * n), *du = to_dev(u, sizeof *u * n), *dy = to_dev(NULL, sizeof *dy * n);
-    GPU_OK(sl_gpu_swiglu(dg, du, n, dy, NULL));
+    SL_OK(sl_gpu_swiglu(dg, du, n, dy, NULL));
     from_dev(g, dy, sizeof *g * n);
     cr_assert_eq(be->swiglu(be, gt, u, n, y), 0);
     for (int64_t i = 0; i < n; i++)
@@ -239,12 +220,12 @@ Test(gpu_ops, f32_to_f16_is_bit_identical) {
     sl_f32_to_f16_row(x, c, n);
     float *dx = to_dev(x, sizeof *x * n);
     uint16_t *dy = to_dev(NULL, sizeof *dy * n);
-    GPU_OK(sl_gpu_f32_to_f16(dx, n, dy, NULL));
+    SL_OK(sl_gpu_f32_to_f16(dx, n, dy, NULL));
     from_dev(g, dy, sizeof *g * n);
     for (int64_t i = 0; i < n; i++)
         cr_assert_eq(g[i], c[i], "%lld: f32 0x%08x: gpu 0x%04x cpu 0x%04x", (long long)i, f32_bits(x[i]), g[i], c[i]);
     /* bf16 (the GEMM input): nearest even as sl_f32_to_bf16, NaN any NaN */
-    GPU_OK(sl_gpu_f32_to_bf16(dx, n, dy, NULL));
+    SL_OK(sl_gpu_f32_to_bf16(dx, n, dy, NULL));
     from_dev(g, dy, sizeof *g * n);
     for (int64_t i = 0; i < n; i++) {
         uint16_t want = sl_f32_to_bf16(x[i]);
@@ -270,7 +251,7 @@ Test(gpu_ops, kv_write_matches_the_cpu_cache) {
     size_t layer_elems = (size_t)n_kv * (size_t)n_ctx * (size_t)hd;
     uint16_t *dk = to_dev(NULL, layer_elems * 2), *dv = to_dev(NULL, layer_elems * 2);
     float *dsk = to_dev(k, sizeof *k * n * width), *dsv = to_dev(v, sizeof *v * n * width);
-    GPU_OK(sl_gpu_kv_write(dk, dv, n_ctx, n_kv, hd, pos, n, dsk, dsv, NULL));
+    SL_OK(sl_gpu_kv_write(dk, dv, n_ctx, n_kv, hd, pos, n, dsk, dsv, NULL));
     uint16_t *gk = malloc(layer_elems * 2), *gv = malloc(layer_elems * 2);
     from_dev(gk, dk, layer_elems * 2);
     from_dev(gv, dv, layer_elems * 2);
@@ -326,7 +307,7 @@ static void check_get_rows(int type) {
     CUDA_OK(cudaMemcpy(dw + 1, w, bytes, cudaMemcpyHostToDevice)); /* no alignment promised */
     int32_t *did = to_dev(ids, sizeof ids);
     float *dx = to_dev(NULL, sizeof *dx * n * k);
-    GPU_OK(sl_gpu_get_rows(type, dw + 1, vocab, did, n, k, dx, NULL));
+    SL_OK(sl_gpu_get_rows(type, dw + 1, vocab, did, n, k, dx, NULL));
     from_dev(g, dx, sizeof *g * n * k);
     for (int64_t i = 0; i < n * k; i++)
         cr_assert_eq(f32_bits(g[i]), f32_bits(c[i]), "%s row %lld elem %lld: gpu %a cpu %a", sl_type_name(type),
@@ -334,7 +315,7 @@ static void check_get_rows(int type) {
     /* an id out of range cannot fail the call: its row is NaN, the others unaffected */
     int32_t bad[2] = {3, 37};
     CUDA_OK(cudaMemcpy(did, bad, sizeof bad, cudaMemcpyHostToDevice));
-    GPU_OK(sl_gpu_get_rows(type, dw + 1, vocab, did, 2, k, dx, NULL));
+    SL_OK(sl_gpu_get_rows(type, dw + 1, vocab, did, 2, k, dx, NULL));
     from_dev(g, dx, sizeof *g * 2 * k);
     for (int64_t j = 0; j < k; j++) cr_assert(isnan(g[k + j]));
     cudaFree(dw); cudaFree(did); cudaFree(dx);
@@ -362,7 +343,7 @@ static void check_matmul(int type, int64_t k, int64_t m) {
     cr_assert_eq(sl_dequant_f32(type, w, wf, k * m), 0);
 
     struct sl_gpu_weight gw;
-    GPU_OK(sl_gpu_weight_upload(type, w, k, m, &gw, NULL));
+    SL_OK(sl_gpu_weight_upload(type, w, k, m, &gw, NULL));
     cr_assert_eq(gw.k, k);
     cr_assert_eq(gw.m, m);
     uint16_t *back = malloc(sizeof *back * (size_t)(k * m));
@@ -370,7 +351,7 @@ static void check_matmul(int type, int64_t k, int64_t m) {
     cr_assert_eq(memcmp(back, wb, sizeof *back * (size_t)(k * m)), 0, "uploaded bf16 weights differ from the CPU's");
 
     void *blas = NULL;
-    GPU_OK(sl_gpu_blas_create(&blas));
+    SL_OK(sl_gpu_blas_create(&blas));
     cudaStream_t st;
     CUDA_OK(cudaStreamCreate(&st));
     static const int64_t ns[] = {1, 7, 64};
@@ -381,7 +362,7 @@ static void check_matmul(int type, int64_t k, int64_t m) {
         size_t sb = sl_gpu_matmul_scratch_bytes(n, k);
         cr_assert_geq(sb, (size_t)(n * k * 2));
         void *scratch = to_dev(NULL, sb);
-        GPU_OK(sl_gpu_matmul(blas, &gw, dx, n, dy, scratch, st));
+        SL_OK(sl_gpu_matmul(blas, &gw, dx, n, dy, scratch, st));
         CUDA_OK(cudaStreamSynchronize(st));
         from_dev(y, dy, sizeof *y * n * m);
         for (int64_t i = 0; i < n; i++)
@@ -476,7 +457,7 @@ static void check_attention(const struct attn_case *c) {
     void *ws = to_dev(NULL, ws_bytes);
     for (int pass = 0; pass < 2; pass++) {
         CUDA_OK(cudaMemset(dout, 0xff, sizeof *dout * c->n * width)); /* NaN: every value must be written */
-        GPU_OK(sl_gpu_attention(dq, dk, dv, n_ctx, c->n, c->pos0, c->n_head, c->n_kv, c->hd, dout, pass ? NULL : ws,
+        SL_OK(sl_gpu_attention(dq, dk, dv, n_ctx, c->n, c->pos0, c->n_head, c->n_kv, c->hd, dout, pass ? NULL : ws,
                                 pass ? 0 : ws_bytes, NULL));
         from_dev(got, dout, sizeof *got * c->n * width);
         for (int64_t i = 0; i < c->n * width; i++)

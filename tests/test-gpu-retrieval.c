@@ -18,10 +18,8 @@
 #include "spotlight/device.h"
 #include "spotlight/error.h"
 #include "retrieval-cases.h"
+#include "tests/gpu-test-util.h"
 
-static void require_gpu(void) {
-    if (sl_cuda_device_count() == 0) cr_skip_test("no CUDA device");
-}
 
 static void *dev_alloc(size_t bytes) {
     void *p = NULL;
