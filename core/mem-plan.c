@@ -56,7 +56,10 @@ int sl_mem_plan_compute(const sl_model *m, const struct sl_mem_plan_params *p, s
     out->weights = ws.bytes;
 
     const int64_t row = (int64_t)c->n_head_kv * c->head_dim * 2 * 2; /* K and V, f16, one position, one layer */
-    const int32_t fast_layers = sparse ? (p->attn->dense_layers < c->n_layer ? p->attn->dense_layers : c->n_layer)
+    /* Sparse with the K/V off the fast tier: only the dense layers' stay there. On the CPU
+     * without a store file every layer's K/V is in RAM (the fast tier) already. */
+    const bool kv_off = sparse && (p->gpu || p->kv_file);
+    const int32_t fast_layers = kv_off ? (p->attn->dense_layers < c->n_layer ? p->attn->dense_layers : c->n_layer)
                                        : c->n_layer;
     out->kv_fast = row * fast_layers * p->n_ctx;
 
@@ -74,8 +77,8 @@ int sl_mem_plan_compute(const sl_model *m, const struct sl_mem_plan_params *p, s
         if (p->kv_file) {
             out->host_kv = p->cache_bytes > 0 ? p->cache_bytes : (int64_t)256 << 20;
             out->disk = full;
-        } else {
-            out->host_kv = full;
+        } else if (p->gpu) {
+            out->host_kv = full; /* the host tier: every layer, pinned */
         }
     }
     out->fast_total = out->weights + out->kv_fast + out->codes + out->work;

@@ -47,11 +47,12 @@ struct sl_mem_plan_params {
 struct sl_mem_plan {
     int64_t weights;     /* fast tier: gpu: bf16 matrices, f32 vectors, the embedding as stored;
                             cpu: the mapped file's tensor bytes (page cache) */
-    int64_t kv_fast;     /* f16 K/V in the fast tier: every layer (dense) or the dense layers */
+    int64_t kv_fast;     /* f16 K/V in the fast tier: every layer (dense, or sparse on the CPU
+                            without a file), else the dense layers */
     int64_t codes;       /* sparse: resident key codes of the sparse layers */
     int64_t work;        /* activations of one chunk, logits, selection buffers */
     int64_t fast_total;  /* the four above */
-    int64_t host_kv;     /* sparse: the full K/V in host RAM (kv_file: the store's cache) */
+    int64_t host_kv;     /* gpu, sparse: the full K/V in host RAM; kv_file: the store's cache */
     int64_t disk;        /* sparse with kv_file: the store file */
 };
 

@@ -73,6 +73,15 @@ Test(mem_plan, sparse_moves_kv_off_the_fast_tier) {
     cr_assert_eq(sl_mem_plan_compute(g_model, &p, &pl), 0);
     cr_assert_eq(pl.host_kv, 2 * 2 * 16 * 2 * 2 * 4096);
     cr_assert_eq(pl.disk, 0);
+    /* the CPU without a file: every layer's K/V in RAM, counted once */
+    p.gpu = false;
+    cr_assert_eq(sl_mem_plan_compute(g_model, &p, &pl), 0);
+    cr_assert_eq(pl.kv_fast, 2 * 2 * 16 * 2 * 2 * 4096);
+    cr_assert_eq(pl.host_kv, 0);
+    p.kv_file = true;
+    cr_assert_eq(sl_mem_plan_compute(g_model, &p, &pl), 0);
+    cr_assert_eq(pl.kv_fast, 1 * 2 * 16 * 2 * 2 * 4096);
+    cr_assert_eq(pl.host_kv, 1 << 20);
 }
 
 /* On the CPU the plan's fast tier is host RAM: a context's own count of its K/V, codes and

@@ -228,15 +228,16 @@ static int write_svg(const char *prefix, const char *model, const struct method 
         int n = 0;
         for (int m = 0; m < r->n_methods; m++)
             if (strcmp(ms[m].name, names[k]) == 0) xs[ns][n] = ms[m].bits, ys[ns][n++] = summary(r, r->recall, m, b2);
-        if (n) ser[ns] = (struct svg_series){names[k], xs[ns], ys[ns], n, false}, ns++;
+        if (n) ser[ns] = (struct svg_series){.name = names[k], .x = xs[ns], .y = ys[ns], .n = n}, ns++;
     }
     int ex = find_method(ms, r->n_methods, "exact", 0);
     if (ex >= 0 && bmax > 0) {
         xs[ns][0] = bmin, xs[ns][1] = bmax;
         ys[ns][0] = ys[ns][1] = summary(r, r->recall, ex, b2);
-        ser[ns] = (struct svg_series){"exact top-k", xs[ns], ys[ns], 2, true}, ns++;
+        ser[ns] = (struct svg_series){.name = "exact top-k", .x = xs[ns], .y = ys[ns], .n = 2, .dashed = true}, ns++;
     }
-    struct svg_chart c = {title, "code bits (log scale)", "recall (mean over layers 2..L-1)", true, 0.0, 1.0};
+    struct svg_chart c = {.title = title, .x_label = "code bits (log scale)",
+                          .y_label = "recall (mean over layers 2..L-1)", .log2_x = true, .y_min = 0.0, .y_max = 1.0};
     struct out_file o;
     if (out_file_open(&o, "eval-retrieval", path)) return -1;
     svg_chart_write(o.f, &c, ser, ns);

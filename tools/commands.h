@@ -9,5 +9,6 @@ int cmd_dump_qk(int argc, char **argv);
 int cmd_train_hash(int argc, char **argv);
 int cmd_eval_retrieval(int argc, char **argv);
 int cmd_summarize(int argc, char **argv);
+int cmd_tune(int argc, char **argv);
 
 #endif

@@ -16,6 +16,7 @@ static const struct command {
     {"train-hash", cmd_train_hash, "train the per-layer Spotlight hash on q/k dumps, write a hash file"},
     {"eval-retrieval", cmd_eval_retrieval, "retrieval quality of hashes vs SimHash and exact top-k on held-out q/k"},
     {"summarize", cmd_summarize, "summarize many long documents into JSONL (resumable offline job)"},
+    {"tune", cmd_tune, "sweep attention configurations at a context length: Pareto front, fastest that fits"},
 };
 
 #define N_COMMANDS (sizeof k_commands / sizeof k_commands[0])

@@ -2,6 +2,7 @@
 #include "tools/svg-plot.h"
 
 #include <math.h>
+#include <stdio.h>
 
 enum { WIDTH = 760, HEIGHT = 460, LEFT = 70, RIGHT = 230, TOP = 40, BOTTOM = 60 };
 
@@ -15,6 +16,18 @@ static void text_escaped(FILE *f, const char *s) {
         else if (*s == '&') fputs("&amp;", f);
         else fputc(*s, f);
     }
+}
+
+/* The shade ramp (viridis' ends and middle), t in [0, 1], as #rrggbb into buf. */
+static const unsigned char ramp[3][3] = {{0x44, 0x01, 0x54}, {0x21, 0x91, 0x8c}, {0xfd, 0xe7, 0x25}};
+
+static void ramp_colour(double t, char buf[8]) {
+    t = !(t > 0) ? 0 : t > 1 ? 1 : t;
+    const int i = t < 0.5 ? 0 : 1;
+    const double u = t < 0.5 ? 2 * t : 2 * t - 1;
+    unsigned char c[3];
+    for (int k = 0; k < 3; k++) c[k] = (unsigned char)lround(ramp[i][k] + u * (ramp[i + 1][k] - ramp[i][k]));
+    snprintf(buf, 8, "#%02x%02x%02x", c[0], c[1], c[2]);
 }
 
 /* A tick step of 1, 2 or 5 times a power of ten giving about `want` ticks over span. */
@@ -31,6 +44,15 @@ void svg_chart_write(FILE *f, const struct svg_chart *c, const struct svg_series
             if (!isfinite(x) || !isfinite(y)) continue;
             x0 = fmin(x0, x), x1 = fmax(x1, x), y0 = fmin(y0, y), y1 = fmax(y1, y);
         }
+    double s0 = c->shade_min, s1 = c->shade_max;
+    if (!(s1 > s0)) {
+        s0 = INFINITY, s1 = -INFINITY;
+        for (int i = 0; i < n_series; i++)
+            for (int j = 0; s[i].shade && j < s[i].n; j++)
+                if (isfinite(s[i].shade[j])) s0 = fmin(s0, s[i].shade[j]), s1 = fmax(s1, s[i].shade[j]);
+        if (!isfinite(s0)) s0 = 0, s1 = 1;
+        if (s1 - s0 < 1e-12) s0 -= 0.5, s1 += 0.5;
+    }
     if (!isfinite(x0)) x0 = 0, x1 = 1, y0 = 0, y1 = 1;
     if (!isnan(c->y_min)) y0 = c->y_min;
     if (!isnan(c->y_max)) y1 = c->y_max;
@@ -77,8 +99,10 @@ void svg_chart_write(FILE *f, const struct svg_chart *c, const struct svg_series
     for (int i = 0; i < n_series; i++) {
         const char *col = colours[i % (int)(sizeof colours / sizeof *colours)];
         const char *dash = s[i].dashed ? " stroke-dasharray=\"6 4\"" : "";
+        const bool scatter = s[i].shade || s[i].ring;
+        const double r = s[i].radius > 0 ? s[i].radius : s[i].ring ? 7 : 3.5;
         bool pen = false;
-        for (int j = 0; j < s[i].n; j++) {
+        for (int j = 0; !scatter && j < s[i].n; j++) {
             double x = c->log2_x ? log2(s[i].x[j]) : s[i].x[j], y = s[i].y[j];
             if (!isfinite(x) || !isfinite(y)) {
                 if (pen) fputs("\"/>\n", f);
@@ -92,15 +116,41 @@ void svg_chart_write(FILE *f, const struct svg_chart *c, const struct svg_series
         if (pen) fputs("\"/>\n", f);
         for (int j = 0; j < s[i].n; j++) {
             double x = c->log2_x ? log2(s[i].x[j]) : s[i].x[j], y = s[i].y[j];
-            if (isfinite(x) && isfinite(y))
+            if (!isfinite(x) || !isfinite(y)) continue;
+            if (!scatter) {
                 fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.5\" fill=\"%s\"/>\n", PX(x), PY(y), col);
+            } else if (s[i].ring) {
+                fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"%.1f\" fill=\"none\" stroke=\"%s\" stroke-width=\"2\"/>\n",
+                        PX(x), PY(y), r, col);
+            } else {
+                char fill[8];
+                ramp_colour((s[i].shade[j] - s0) / (s1 - s0), fill);
+                fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"%.1f\" fill=\"%s\" stroke=\"%s\" stroke-width=\"1.5\"/>\n",
+                        PX(x), PY(y), r, fill, col);
+            }
         }
         const double ly = TOP + 10 + 20 * i;
-        fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"%s\" stroke-width=\"2\"%s/>",
-                LEFT + pw + 14, ly, LEFT + pw + 40, ly, col, dash);
+        if (scatter)
+            fprintf(f, "<circle cx=\"%.0f\" cy=\"%.0f\" r=\"%.1f\" fill=\"%s\" stroke=\"%s\" stroke-width=\"%s\"/>",
+                    LEFT + pw + 27, ly, s[i].ring ? 6.0 : 4.5, s[i].ring ? "none" : "white", col, s[i].ring ? "2" : "1.5");
+        else
+            fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"%s\" stroke-width=\"2\"%s/>",
+                    LEFT + pw + 14, ly, LEFT + pw + 40, ly, col, dash);
         fprintf(f, "<text x=\"%.0f\" y=\"%.0f\">", LEFT + pw + 46, ly + 4);
         text_escaped(f, s[i].name);
         fputs("</text>\n", f);
+    }
+    if (c->shade_label) { /* the ramp: a gradient bar under the legend, its range at the ends */
+        const double ly = TOP + 10 + 20 * n_series + 10, lx = LEFT + pw + 14;
+        fputs("<defs><linearGradient id=\"shade\">", f);
+        for (int k = 0; k < 3; k++)
+            fprintf(f, "<stop offset=\"%d%%\" stop-color=\"#%02x%02x%02x\"/>", 50 * k, ramp[k][0], ramp[k][1], ramp[k][2]);
+        fputs("</linearGradient></defs>\n", f);
+        fprintf(f, "<text x=\"%.0f\" y=\"%.0f\">", lx, ly + 4);
+        text_escaped(f, c->shade_label);
+        fprintf(f, "</text>\n<rect x=\"%.0f\" y=\"%.0f\" width=\"120\" height=\"10\" fill=\"url(#shade)\"/>\n", lx, ly + 12);
+        fprintf(f, "<text x=\"%.0f\" y=\"%.0f\">%.3g</text><text x=\"%.0f\" y=\"%.0f\" text-anchor=\"end\">%.3g</text>\n",
+                lx, ly + 36, s0, lx + 120, ly + 36, s1);
     }
 #undef PX
 #undef PY
