@@ -5,25 +5,8 @@ set -u
 bin="$1"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+. "$(dirname "$0")/cli-lib.sh"
 
-# expect_error NAME EXIT PATTERN -- CMD...: exits EXIT, one stderr line matching PATTERN, no stdout.
-expect_error() {
-  local name=$1 code=$2 pat=$3
-  shift 4
-  "$@" >"$tmp/out" 2>"$tmp/err"
-  local rc=$?
-  local lines
-  lines=$(wc -l <"$tmp/err")
-  if [ "$rc" != "$code" ]; then bad "$name: exit $rc, expected $code"; return; fi
-  if [ "$lines" != 1 ]; then bad "$name: $lines stderr lines: $(cat "$tmp/err")"; return; fi
-  if ! grep -Eq -- "$pat" "$tmp/err"; then bad "$name: stderr '$(cat "$tmp/err")' lacks /$pat/"; return; fi
-  if [ -s "$tmp/out" ]; then bad "$name: wrote to stdout"; return; fi
-  ok
-}
 
 "$bin" --help >"$tmp/help" && grep -q "inspect" "$tmp/help" && ok || bad "--help"
 "$bin" --version | grep -Eq '^spotlight [0-9]+\.[0-9]+\.[0-9]+$' && ok || bad "--version"
@@ -196,5 +179,4 @@ else
   bad "ram store + resume: $(tail -1 "$tmp/err")"
 fi
 
-echo "cli: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+finish cli

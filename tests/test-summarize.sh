@@ -9,27 +9,10 @@ bin="$1"
 tmp=$(mktemp -d)
 job=
 trap '[ -n "$job" ] && kill -9 "$job" 2>/dev/null; rm -rf "$tmp"' EXIT
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+. "$(dirname "$0")/cli-lib.sh"
 run() { nice "$bin" summarize -n 8 -c 512 "$@"; }
 start() { nice "$bin" summarize -n 8 -c 512 "$@" & job=$!; } # $! is the summarize process itself
 
-# expect_error NAME EXIT PATTERN -- CMD...: exits EXIT, one stderr line matching PATTERN, no stdout.
-expect_error() {
-  local name=$1 code=$2 pat=$3
-  shift 4
-  "$@" >"$tmp/out" 2>"$tmp/err"
-  local rc=$?
-  local lines
-  lines=$(wc -l <"$tmp/err")
-  if [ "$rc" != "$code" ]; then bad "$name: exit $rc, expected $code ($(cat "$tmp/err"))"; return; fi
-  if [ "$lines" != 1 ]; then bad "$name: $lines stderr lines: $(cat "$tmp/err")"; return; fi
-  if ! grep -Eq -- "$pat" "$tmp/err"; then bad "$name: stderr '$(cat "$tmp/err")' lacks /$pat/"; return; fi
-  if [ -s "$tmp/out" ]; then bad "$name: wrote to stdout"; return; fi
-  ok
-}
 
 # wait_lines FILE N PID: until FILE holds N complete lines (0), or PID ended or 120 s passed (1).
 wait_lines() {
@@ -219,5 +202,4 @@ expect_error "bad model" 1 "nope.gguf" -- "$bin" summarize -m "$tmp/nope.gguf" "
 expect_error "context too small" 1 "raise -c or lower -n" -- "$bin" summarize "$tmp/docs/a.txt" -o "$tmp/x.jsonl" -c 100 -n 64
 ls "$tmp" | grep -q '^x\.jsonl' && bad "failed jobs left files: $(ls "$tmp" | grep '^x\.')" || ok
 
-echo "summarize: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+finish summarize

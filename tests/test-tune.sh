@@ -10,25 +10,8 @@ set -u
 bin=$(realpath "$1")
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+. "$(dirname "$0")/cli-lib.sh"
 
-# expect_error NAME EXIT PATTERN -- CMD...: exits EXIT, one stderr line matching PATTERN, no stdout.
-expect_error() {
-  local name=$1 code=$2 pat=$3
-  shift 4
-  "$@" >"$tmp/out" 2>"$tmp/err"
-  local rc=$?
-  local lines
-  lines=$(wc -l <"$tmp/err")
-  if [ "$rc" != "$code" ]; then bad "$name: exit $rc, expected $code ($(cat "$tmp/err"))"; return; fi
-  if [ "$lines" != 1 ]; then bad "$name: $lines stderr lines: $(cat "$tmp/err")"; return; fi
-  if ! grep -Eq -- "$pat" "$tmp/err"; then bad "$name: stderr '$(cat "$tmp/err")' lacks /$pat/"; return; fi
-  if [ -s "$tmp/out" ]; then bad "$name: wrote to stdout"; return; fi
-  ok
-}
 tune() { nice "$bin" tune -t 1 "$@"; }
 
 # Bad arguments.
@@ -149,5 +132,4 @@ else
   bad "tune --quick failed: $(cat q.err)"
 fi
 
-echo "test-tune: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+finish test-tune
