@@ -1,12 +1,19 @@
 /* Parallel-for thread pool. Workers spin briefly on a generation counter before sleeping on
  * a condition variable: decode issues hundreds of short parallel sections per token, where a
- * futex wake per section would cost more than the work. */
+ * futex wake per section would cost more than the work.
+ *
+ * A process bound to part of the machine (mpirun's --bind-to, taskset, numactl) was placed
+ * there by whoever started it, often beside other processes of the same job: its pool then
+ * defaults to the cores of that binding and leaves its threads inside it, unpinned, instead of
+ * pinning thread i to machine core i, where every rank of a node would pile onto the same
+ * cores. (A cgroup cpuset, as Slurm sets, is already the whole of hwloc's topology.) */
 #include "cpu/threadpool.h"
 
 #include <errno.h>
 #include <hwloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,8 +43,36 @@ struct worker_arg {
     int ith;
 };
 
+/* The binding the process started with, read by the first pool before it pins its caller (a
+ * later pool would otherwise see that one core): the cores it touches, and whether it is
+ * narrower than the machine. */
+static pthread_mutex_t g_binding_mu = PTHREAD_MUTEX_INITIALIZER;
+static bool g_binding_read, g_bound;
+static int g_bound_cores;
+
+static void read_binding(hwloc_topology_t topo) {
+    pthread_mutex_lock(&g_binding_mu);
+    if (!g_binding_read) {
+        g_binding_read = true;
+        hwloc_bitmap_t set = hwloc_bitmap_alloc();
+        hwloc_const_cpuset_t all = hwloc_topology_get_topology_cpuset(topo);
+        if (set && hwloc_get_cpubind(topo, set, HWLOC_CPUBIND_THREAD) == 0 && !hwloc_bitmap_iszero(set) &&
+            !hwloc_bitmap_isincluded(all, set)) {
+            g_bound = true;
+            int n_cores = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_CORE);
+            for (int i = 0; i < n_cores; i++) {
+                hwloc_obj_t core = hwloc_get_obj_by_type(topo, HWLOC_OBJ_CORE, i);
+                g_bound_cores += core && core->cpuset && hwloc_bitmap_intersects(core->cpuset, set);
+            }
+            sl_log(SL_LOG_DEBUG, "process bound to %d core(s): threads stay inside the binding", g_bound_cores);
+        }
+        hwloc_bitmap_free(set);
+    }
+    pthread_mutex_unlock(&g_binding_mu);
+}
+
 static void pin_to_core(sl_threadpool *p, int ith) {
-    if (!p->pin || !p->have_topo) return;
+    if (!p->pin || !p->have_topo || g_bound) return;
     int n_cores = hwloc_get_nbobjs_by_type(p->topo, HWLOC_OBJ_CORE);
     if (n_cores <= 0) return;
     hwloc_obj_t core = hwloc_get_obj_by_type(p->topo, HWLOC_OBJ_CORE, ith % n_cores);
@@ -81,14 +116,8 @@ static void *worker_main(void *arg) {
 }
 
 int sl_threadpool_create(int n_threads, int pin, sl_threadpool **out) {
-    if (n_threads <= 0) {
-        struct sl_cpu_info ci;
-        sl_cpu_info_get(&ci);
-        n_threads = ci.n_physical_cores;
-    }
     sl_threadpool *p = calloc(1, sizeof *p);
     if (!p) return sl_fail(SL_ENOMEM, "out of memory for the thread pool");
-    p->n = n_threads;
     p->pin = pin;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->wake, NULL);
@@ -99,6 +128,13 @@ int sl_threadpool_create(int n_threads, int pin, sl_threadpool **out) {
         else
             hwloc_topology_destroy(p->topo);
     }
+    if (p->have_topo) read_binding(p->topo);
+    if (n_threads <= 0) {
+        struct sl_cpu_info ci;
+        sl_cpu_info_get(&ci);
+        n_threads = g_bound && g_bound_cores > 0 ? g_bound_cores : ci.n_physical_cores;
+    }
+    p->n = n_threads;
     p->threads = calloc((size_t)n_threads, sizeof *p->threads);
     if (!p->threads) {
         sl_threadpool_free(p);

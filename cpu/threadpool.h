@@ -10,8 +10,10 @@
 typedef struct sl_threadpool sl_threadpool;
 typedef void (*sl_task_fn)(void *ctx, int ith, int nth);
 
-/* n_threads <= 0: one per physical core. pin: bind threads to cores (skipped quietly where
- * the OS refuses). 0 or SL_ENOMEM / -errno. */
+/* n_threads <= 0: one per physical core, or per core of the process's CPU binding when it
+ * was started bound to part of the machine (mpirun, taskset). pin: bind threads to cores
+ * (skipped quietly where the OS refuses, and for a bound process, whose threads stay inside
+ * its binding). 0 or SL_ENOMEM / -errno. */
 int sl_threadpool_create(int n_threads, int pin, sl_threadpool **out);
 void sl_threadpool_free(sl_threadpool *p); /* NULL is a no-op */
 int sl_threadpool_size(const sl_threadpool *p);

@@ -1,15 +1,20 @@
 /* `spotlight summarize`: an offline job that summarizes many long documents into JSONL, one
  * record per document, resumable after a crash or kill at any point.
  *
- *   inputs (doc-input.c) -> per document: read + clean -> tokens -> direct or map-reduce
- *   summary with one model and one context (truncated between prompts) -> a record appended
- *   to OUT.log and fsynced (job-log.c) -> once every document has one, OUT written atomically.
+ *   inputs (doc-input.c) -> per document: read + clean -> a direct or map-reduce summary with
+ *   one model and one context (summarizer.c) -> a record appended to this process's log and
+ *   fsynced (job-log.c) -> once every document has one, OUT written atomically.
  *
- * A document fits "direct" when the chat prompt around it and the summary fit the context;
- * otherwise it is cut into chunks of --chunk-tokens (preferably after a newline or a sentence),
- * each chunk is summarized, and the joined partial summaries are summarized again (level after
- * level while they still do not fit). Greedy decoding by default, so a rerun gives the same
- * summaries. */
+ * Greedy decoding by default, so a rerun gives the same summaries.
+ *
+ * Scaled out, each process summarizes one shard (shard.c: documents balanced by size) into its
+ * own log, and the job's records are merged into OUT once every document has one (job-log.h):
+ *   mpirun -np N   shards = ranks, over the documents without a record when the job starts
+ *                  (every rank reads the same records before any rank appends: the first
+ *                  collective); rank 0 merges after the last one (shard-mpi.h).
+ *   Slurm array    shards = array tasks (SLURM_ARRAY_TASK_ID / _COUNT), over all documents,
+ *                  since tasks start at unrelated times and never talk; each task tries the
+ *                  merge when done, and the one that finds every record writes OUT. */
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -19,21 +24,28 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "spotlight/context.h"
 #include "spotlight/error.h"
-#include "spotlight/sampler.h"
-#include "spotlight/tokenizer.h"
 #include "tools/attn-opts.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
 #include "tools/doc-input.h"
 #include "tools/job-log.h"
 #include "tools/json-writer.h"
+#include "tools/shard-mpi.h"
+#include "tools/shard.h"
+#include "tools/summarizer.h"
 
 #define CMD "spotlight summarize"
 #define DEFAULT_INSTRUCTION "Summarize the following text in a few sentences."
-#define MAX_LEVELS 8   /* map-reduce levels before giving up on a document */
-#define MIN_CHUNK 32   /* the least room for text a prompt may leave */
+
+/* How the process was started, from the environment: read once, in parse_args. */
+struct launch {
+    bool mpi;           /* by an MPI launcher (mpirun, srun --mpi): its variables are set */
+    int64_t mpi_procs;  /* the process count the launcher gives (0: not said) */
+    bool array;         /* a Slurm array task */
+    int32_t task_shard; /* its shard: (SLURM_ARRAY_TASK_ID - _MIN) / _STEP */
+    int32_t task_count; /* SLURM_ARRAY_TASK_COUNT */
+};
 
 struct sum_opts {
     const char *model, *manifest, *out, *instruction;
@@ -45,6 +57,7 @@ struct sum_opts {
     uint64_t seed;
     bool quiet;
     struct attn_opts attn;
+    struct launch launch;
 };
 
 static void usage(FILE *f) {
@@ -69,8 +82,43 @@ static void usage(FILE *f) {
             "  -t, --threads N         threads (default: physical cores)\n"
             "      --temp T            temperature (default 0: greedy, the same summary every run)\n"
             "  -s, --seed S            RNG seed with --temp > 0 (default 0)\n"
-            "  -q, --quiet             no progress or summary lines\n");
+            "  -q, --quiet             no progress or summary lines\n"
+            "  Scaled out (see README): under mpirun each rank summarizes a share of the documents,\n"
+            "  balanced by size, into OUT.jsonl.shard-RANK.log and rank 0 writes OUT.jsonl; in a Slurm\n"
+            "  array (SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT) each task does one share, and the\n"
+            "  last to finish writes OUT.jsonl. Rerunning with any number of processes resumes.\n");
     attn_opts_usage(f);
+}
+
+/* The launcher's variables (CONVENTIONS 6: read here and nowhere else): 0, or 2 after one line. */
+static int read_launch(struct launch *l) {
+    memset(l, 0, sizeof *l);
+    const char *procs = getenv("OMPI_COMM_WORLD_SIZE");
+    if (!procs) procs = getenv("PMI_SIZE");
+    l->mpi = procs || getenv("PMIX_RANK");
+    if (procs && cli_parse_i64("summarize", "the launcher's process count", procs, 1, INT32_MAX, &l->mpi_procs)) return 2;
+    const char *id = getenv("SLURM_ARRAY_TASK_ID"), *count = getenv("SLURM_ARRAY_TASK_COUNT");
+    if (!id) return 0;
+    const char *min = getenv("SLURM_ARRAY_TASK_MIN"), *step = getenv("SLURM_ARRAY_TASK_STEP");
+    int64_t vid, vcount, vmin = 0, vstep = 1;
+    if (!count) {
+        fprintf(stderr, CMD ": SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not (Slurm 18.08 or later sets both)\n");
+        return 2;
+    }
+    if (cli_parse_i64("summarize", "SLURM_ARRAY_TASK_ID", id, 0, INT32_MAX, &vid) ||
+        cli_parse_i64("summarize", "SLURM_ARRAY_TASK_COUNT", count, 1, INT32_MAX, &vcount) ||
+        (min && cli_parse_i64("summarize", "SLURM_ARRAY_TASK_MIN", min, 0, INT32_MAX, &vmin)) ||
+        (step && cli_parse_i64("summarize", "SLURM_ARRAY_TASK_STEP", step, 1, INT32_MAX, &vstep)))
+        return 2;
+    if (shard_of_array_task(vid, vmin, vstep, vcount, &l->task_shard)) {
+        fprintf(stderr, CMD ": Slurm array task %" PRId64 " is not one of %" PRId64 " tasks from %" PRId64 " in steps of %" PRId64
+                        " (give sbatch a range: --array=0-%" PRId64 ")\n",
+                vid, vcount, vmin, vstep, vcount - 1);
+        return 2;
+    }
+    l->array = true;
+    l->task_count = (int32_t)vcount;
+    return 0;
 }
 
 static int parse_args(int argc, char **argv, struct sum_opts *o) {
@@ -106,7 +154,7 @@ static int parse_args(int argc, char **argv, struct sum_opts *o) {
         case 'q': o->quiet = true; break;
         case 'n': if (cli_parse_i64("summarize", "-n", optarg, 1, 1 << 20, &o->n_predict)) return 2; break;
         case 'c': if (cli_parse_i64("summarize", "-c", optarg, 64, INT32_MAX, &o->n_ctx)) return 2; break;
-        case O_CHUNK: if (cli_parse_i64("summarize", "--chunk-tokens", optarg, MIN_CHUNK, INT32_MAX, &o->chunk_tokens)) return 2; break;
+        case O_CHUNK: if (cli_parse_i64("summarize", "--chunk-tokens", optarg, SUMMARIZER_MIN_CHUNK, INT32_MAX, &o->chunk_tokens)) return 2; break;
         case O_MAXB: if (cli_parse_i64("summarize", "--max-bytes", optarg, 1, INT64_C(1) << 40, &o->max_bytes)) return 2; break;
         case 't': if (cli_parse_i64("summarize", "-t", optarg, 1, 1024, &v)) return 2; o->n_threads = (int32_t)v; break;
         case 's': if (cli_parse_i64("summarize", "--seed", optarg, 0, INT64_MAX, &v)) return 2; o->seed = (uint64_t)v; break;
@@ -141,316 +189,37 @@ static int parse_args(int argc, char **argv, struct sum_opts *o) {
         fprintf(stderr, CMD ": --resume does not apply (every document starts from an empty context)\n");
         return 2;
     }
-    return 0;
-}
-
-/* ---- the model side ------------------------------------------------------------------- */
-
-struct summarizer {
-    sl_model *m;
-    sl_tokenizer *tok;
-    sl_context *ctx;
-    struct sl_sampler_params sp;
-    int32_t *pre, *suf;      /* the prompt's ids before and after the text */
-    int64_t n_pre, n_suf;
-    int64_t n_ctx, n_predict;
-    int64_t chunk;           /* most text tokens one map call takes */
-    int32_t *prompt;         /* (n_ctx) a prompt being assembled */
-    char *text;              /* the last call's summary */
-    size_t len, cap;
-    int64_t n_tok;           /* tokens evaluated or generated, for tok/s */
-    double t_start;
-};
-
-/* Tokenizes text (parse_special as given, no BOS): a malloc'd array, count in *n; -1 on error. */
-static int tokenize(const sl_tokenizer *tok, const char *s, size_t len, bool special, int32_t **out, int64_t *n) {
-    int64_t cap = (int64_t)len + 16;
-    for (int tries = 0; tries < 2; tries++) {
-        int32_t *ids = malloc((size_t)cap * sizeof *ids);
-        if (!ids) return SL_ENOMEM;
-        int64_t k = sl_tokenize(tok, s, len, false, special, ids, cap);
-        if (k >= 0 && k <= cap) {
-            *out = ids;
-            *n = k;
-            return 0;
-        }
-        free(ids);
-        if (k < 0) return (int)k;
-        cap = k;
-    }
-    return SL_EINVAL;
-}
-
-/* The prompt around the text: the chat template's user turn "INSTRUCTION\n\n<text>", split at
- * the text so that the document is tokenized on its own (its "<|im_start|>" stays text). */
-static int build_template(struct summarizer *s, const char *instruction) {
-    static const char mark[] = "\x01SPOTLIGHT-DOCUMENT\x01";
-    size_t il = strlen(instruction);
-    char *content = malloc(il + sizeof mark + 2), *fmt = NULL;
-    if (!content) return SL_ENOMEM;
-    snprintf(content, il + sizeof mark + 2, "%s\n\n%s", instruction, mark);
-    struct sl_chat_msg msg = {"user", content};
-    int64_t need = sl_chat_format(s->tok, &msg, 1, true, NULL, 0);
-    if (need == SL_EUNSUPPORTED) { /* no chat template: a plain prompt */
-        sl_error_clear();
-        fprintf(stderr, CMD ": the model has no chat template; using a plain prompt\n");
-        need = (int64_t)strlen(content) + 12;
-        if ((fmt = malloc((size_t)need))) snprintf(fmt, (size_t)need, "%s\n\nSummary:", content);
-    } else if (need >= 0 && (fmt = malloc((size_t)need + 1))) {
-        need = sl_chat_format(s->tok, &msg, 1, true, fmt, (size_t)need + 1);
-    }
-    free(content);
-    if (need < 0 || !fmt) {
-        free(fmt);
-        return need < 0 ? (int)need : SL_ENOMEM;
-    }
-    char *at = strstr(fmt, mark);
-    int rc = 0;
-    if (!at || strstr(at + 1, mark)) {
-        fprintf(stderr, CMD ": the chat template does not place the user's text as expected\n");
-        free(fmt);
-        return SL_EUNSUPPORTED;
-    }
-    int32_t *pre = NULL;
-    int64_t n_pre = 0;
-    if ((rc = tokenize(s->tok, fmt, (size_t)(at - fmt), true, &pre, &n_pre)) ||
-        (rc = tokenize(s->tok, at + strlen(mark), strlen(at + strlen(mark)), true, &s->suf, &s->n_suf))) {
-        free(pre);
-        free(fmt);
-        return rc;
-    }
-    free(fmt);
-    int32_t bos = sl_tokenizer_bos(s->tok);
-    bool add_bos = sl_tokenizer_add_bos(s->tok) && bos >= 0;
-    if (!(s->pre = malloc((size_t)(n_pre + 1) * sizeof *s->pre))) {
-        free(pre);
-        return SL_ENOMEM;
-    }
-    if (add_bos) s->pre[0] = bos;
-    memcpy(s->pre + add_bos, pre, (size_t)n_pre * sizeof *pre);
-    s->n_pre = n_pre + add_bos;
-    free(pre);
-    return 0;
-}
-
-static void summarizer_free(struct summarizer *s) {
-    free(s->pre);
-    free(s->suf);
-    free(s->prompt);
-    free(s->text);
-    sl_context_free(s->ctx);
-    sl_tokenizer_free(s->tok);
-    sl_model_free(s->m);
-    memset(s, 0, sizeof *s);
-}
-
-/* Loads the model and sets up the context: 0, or -1 after one error line. */
-static int summarizer_open(struct summarizer *s, struct sum_opts *o) {
-    char path[4096];
-    if (cli_model_path(o->model, path, sizeof path) != 0) return -1;
-    int rc;
-    if ((rc = sl_model_load(path, &s->m)) || (rc = sl_tokenizer_from_gguf(sl_model_gguf(s->m), &s->tok))) {
-        cli_report(path, rc);
-        return -1;
-    }
-    const struct sl_model_config *cfg = sl_model_config(s->m);
-    s->n_ctx = o->n_ctx ? o->n_ctx : cfg->n_ctx_train;
-    s->n_predict = o->n_predict;
-    s->sp = sl_sampler_default_params();
-    s->sp.temp = o->temp;
-    s->sp.seed = o->seed;
-    if ((rc = build_template(s, o->instruction))) {
-        cli_report("chat template", rc);
-        return -1;
-    }
-    int64_t room = s->n_ctx - s->n_pre - s->n_suf - s->n_predict;
-    if (room < MIN_CHUNK) {
-        fprintf(stderr, CMD ": a context of %" PRId64 " tokens leaves %" PRId64 " for text beside the %" PRId64
-                        "-token prompt and -n %" PRId64 " (raise -c or lower -n)\n",
-                s->n_ctx, room, s->n_pre + s->n_suf, s->n_predict);
-        return -1;
-    }
-    s->chunk = o->chunk_tokens && o->chunk_tokens < room ? o->chunk_tokens : room;
-    struct sl_context_params cp = sl_context_default_params();
-    cp.n_ctx = s->n_ctx;
-    cp.n_threads = o->n_threads;
-    attn_opts_context(&o->attn, &cp);
-    if ((rc = sl_context_create(s->m, &cp, &s->ctx))) {
-        cli_report("context", rc);
-        return -1;
-    }
-    if (attn_opts_apply("summarize", &o->attn, s->ctx, path)) return -1;
-    if (!(s->prompt = malloc((size_t)s->n_ctx * sizeof *s->prompt))) {
-        fprintf(stderr, CMD ": out of memory\n");
-        return -1;
-    }
-    s->t_start = cli_now();
-    return 0;
-}
-
-static int append_text(struct summarizer *s, const char *b, size_t n) {
-    if (s->len + n + 1 > s->cap) {
-        size_t cap = (s->len + n + 1) * 2;
-        char *t = realloc(s->text, cap);
-        if (!t) return SL_ENOMEM;
-        s->text = t;
-        s->cap = cap;
-    }
-    memcpy(s->text + s->len, b, n);
-    s->len += n;
-    return 0;
-}
-
-/* One prompt: the text ids between the template's, prefill, decode up to n_predict tokens.
- * The summary lands in s->text (whitespace-trimmed); its token count in *n_out. 0, or a
- * library error (the context is unusable). */
-static int summarize_ids(struct summarizer *s, const int32_t *ids, int64_t n, int64_t *n_out) {
-    int64_t np = s->n_pre + n + s->n_suf;
-    if (np + s->n_predict > s->n_ctx) return SL_EBOUNDS; /* callers size the text to fit */
-    memcpy(s->prompt, s->pre, (size_t)s->n_pre * sizeof *ids);
-    memcpy(s->prompt + s->n_pre, ids, (size_t)n * sizeof *ids);
-    memcpy(s->prompt + s->n_pre + n, s->suf, (size_t)s->n_suf * sizeof *ids);
-    sl_sampler *smp = NULL;
-    int rc;
-    if ((rc = sl_context_truncate(s->ctx, 0)) || (rc = sl_sampler_create(&s->sp, sl_tokenizer_n_vocab(s->tok), &smp)) ||
-        (rc = sl_context_eval(s->ctx, s->prompt, np, false))) {
-        sl_sampler_free(smp);
-        return rc;
-    }
-    for (int64_t i = 0; i < np; i++) sl_sampler_accept(smp, s->prompt[i]);
-    s->n_tok += np;
-    s->len = 0;
-    struct sl_detok dt;
-    sl_detok_init(&dt, s->tok, false);
-    char piece[512];
-    int64_t k = 0;
-    for (;;) {
-        int32_t id = sl_sampler_sample(smp, sl_context_logits(s->ctx));
-        if (sl_tokenizer_is_eog(s->tok, id)) break;
-        sl_sampler_accept(smp, id);
-        k++;
-        int nb = sl_detok_push(&dt, id, piece, sizeof piece);
-        if (nb > 0 && (rc = append_text(s, piece, (size_t)nb))) break;
-        if (k == s->n_predict) break;
-        if ((rc = sl_context_eval(s->ctx, &id, 1, false))) break;
-        s->n_tok++;
-    }
-    sl_sampler_free(smp);
-    int nb = rc ? 0 : sl_detok_flush(&dt, piece, sizeof piece);
-    if (nb > 0) rc = append_text(s, piece, (size_t)nb);
-    if (rc) return rc;
-    if (!s->text && !(s->text = malloc(s->cap = 64))) return SL_ENOMEM;
-    size_t b = 0;
-    while (b < s->len && (s->text[b] == ' ' || s->text[b] == '\n' || s->text[b] == '\t' || s->text[b] == '\r')) b++;
-    while (s->len > b && (s->text[s->len - 1] == ' ' || s->text[s->len - 1] == '\n' || s->text[s->len - 1] == '\t' ||
-                          s->text[s->len - 1] == '\r'))
-        s->len--;
-    memmove(s->text, s->text + b, s->len - b);
-    s->len -= b;
-    s->text[s->len] = '\0';
-    *n_out = k;
-    return 0;
-}
-
-/* Where to end a chunk that would end at ids[end]: after a newline, else after a sentence,
- * within the last eighth of the chunk; else exactly there. */
-static int64_t chunk_end(const struct summarizer *s, const int32_t *ids, int64_t start, int64_t end) {
-    int64_t floor_ = end - (end - start) / 8;
-    for (int pass = 0; pass < 2; pass++)
-        for (int64_t i = end; i > floor_; i--) {
-            char b[128];
-            int l = sl_token_to_bytes(s->tok, ids[i - 1], false, b, sizeof b);
-            if (l <= 0 || l > (int)sizeof b) continue;
-            if (pass == 0 ? memchr(b, '\n', (size_t)l) != NULL
-                          : b[l - 1] == '.' || b[l - 1] == '!' || b[l - 1] == '?')
-                return i;
-        }
-    return end;
-}
-
-struct doc_result {
-    const char *method;
-    int64_t tokens_in, tokens_out, calls;
-    char error[256];
-};
-
-typedef void (*progress_fn)(void *user, int64_t call, int64_t calls);
-
-/* Summarizes a cleaned text; the summary is in s->text. 0 (r->error set for a document that
- * cannot be summarized) or a library error (fatal for the job). */
-static int summarize_doc(struct summarizer *s, const char *text, size_t len, struct doc_result *r,
-                         progress_fn progress, void *user) {
-    int32_t *ids = NULL;
-    int64_t n = 0;
-    char *joined = NULL;
-    int rc = tokenize(s->tok, text, len, false, &ids, &n);
-    if (rc == SL_EINVAL) { /* text the tokenizer refuses is the document's fault */
-        snprintf(r->error, sizeof r->error, "cannot tokenize: %s", sl_error_detail());
-        return 0;
-    }
-    if (rc) return rc;
-    r->tokens_in = n;
-    r->method = "direct";
-    for (int level = 0;; level++) {
-        if (s->n_pre + n + s->n_suf + s->n_predict <= s->n_ctx) {
-            rc = summarize_ids(s, ids, n, &r->tokens_out);
-            r->calls++;
-            break;
-        }
-        if (level == MAX_LEVELS) {
-            snprintf(r->error, sizeof r->error, "map-reduce still does not fit after %d levels (raise -c or lower -n)", level);
-            break;
-        }
-        r->method = "map-reduce";
-        int64_t k = (n + s->chunk - 1) / s->chunk, target = (n + k - 1) / k; /* even chunks */
-        size_t jl = 0, jcap = 0;
-        for (int64_t start = 0, i = 0; start < n && !rc; i++) {
-            int64_t end = start + target < n ? chunk_end(s, ids, start, start + target) : n, n_out;
-            if (progress) progress(user, i, k);
-            if ((rc = summarize_ids(s, ids + start, end - start, &n_out))) break;
-            r->calls++;
-            if (jl + s->len + 3 > jcap) {
-                jcap = (jl + s->len + 3) * 2;
-                char *nj = realloc(joined, jcap);
-                if (!nj) {
-                    rc = SL_ENOMEM;
-                    break;
-                }
-                joined = nj;
-            }
-            if (s->len) {
-                if (jl) joined[jl++] = '\n', joined[jl++] = '\n';
-                memcpy(joined + jl, s->text, s->len);
-                jl += s->len;
-            }
-            start = end;
-        }
-        if (rc) break;
-        free(ids);
-        ids = NULL;
-        int64_t before = n;
-        if ((rc = tokenize(s->tok, joined ? joined : "", jl, false, &ids, &n))) break;
-        if (n >= before) {
-            snprintf(r->error, sizeof r->error,
-                     "map-reduce does not shrink the text (%" PRId64 " tokens of partial summaries): raise -c or lower -n", n);
-            break;
-        }
-    }
-    free(ids);
-    free(joined);
-    return rc;
+    return read_launch(&o->launch);
 }
 
 /* ---- the job -------------------------------------------------------------------------- */
 
+enum job_mode {
+    JOB_ONE,   /* one process: OUT.log, then OUT */
+    JOB_MPI,   /* a rank of an MPI job */
+    JOB_ARRAY, /* a task of a Slurm array */
+};
+
+/* Where this process stands in the job. */
+struct plan {
+    enum job_mode mode;
+    int32_t shard, n_shards; /* this process's shard of n (-1 of 1 for JOB_ONE) */
+    int32_t rank, size;      /* MPI (0 of 1 without) */
+};
+
 struct job {
     struct sum_opts *o;
+    struct plan pl;
     struct doc_list docs;
     struct job_log log;
     struct summarizer s;
     bool loaded;
-    int64_t *rec_of;
-    size_t done, total, ok, failed, earlier;
+    bool show;        /* this process draws the progress line (rank 0 alone in an MPI job) */
+    int64_t *rec_of;  /* (docs.n) each document's record, or -1 */
+    int32_t *mine;    /* (docs.n) 1: this process summarizes the document if it has no record */
+    char **ids;       /* (docs.n) the documents' ids, borrowed from docs */
+    size_t earlier;   /* documents of the whole job with a record when it started */
+    size_t done, total, ok, failed, had; /* over this process's share; had: a record at the start */
     int64_t bytes_left, bytes_done, tok_in, tok_out;
     double t0;
     bool line_open; /* a progress line waits for its newline */
@@ -464,14 +233,18 @@ static void end_line(struct job *jb) {
 
 static void show_progress(void *user, int64_t call, int64_t calls) {
     struct job *jb = user;
-    if (jb->o->quiet) return;
+    if (!jb->show) return;
     double el = cli_now() - jb->t0, tps = jb->loaded && el > 0 ? (double)jb->s.n_tok / el : 0;
     char eta[32] = "?";
     if (jb->bytes_done > 0 && el > 0) {
         double left = el * (double)jb->bytes_left / (double)jb->bytes_done;
         snprintf(eta, sizeof eta, "%.0f s", left);
     }
-    fprintf(stderr, "\rsummarize: %zu / %zu documents  %.0f tok/s  ETA %s", jb->done, jb->total, tps, eta);
+    if (jb->pl.n_shards > 1)
+        fprintf(stderr, "\rsummarize: shard %" PRId32 "/%" PRId32 ": %zu / %zu documents  %.0f tok/s  ETA %s", jb->pl.shard,
+                jb->pl.n_shards, jb->done, jb->total, tps, eta);
+    else
+        fprintf(stderr, "\rsummarize: %zu / %zu documents  %.0f tok/s  ETA %s", jb->done, jb->total, tps, eta);
     if (calls > 1) fprintf(stderr, "  (document %zu: chunk %" PRId64 " / %" PRId64 ")", jb->cur + 1, call + 1, calls);
     fputs("    ", stderr);
     jb->line_open = true;
@@ -547,91 +320,313 @@ static int run_doc(struct job *jb, size_t i) {
     return 0;
 }
 
+/* The absolute path of OUT, malloc'd (NULL when it cannot be resolved): the prefix of every
+ * file of the job (OUT, its logs, their temporaries), which are never its documents. */
+static char *output_prefix(const char *out) {
+    char real[PATH_MAX], *skip = NULL, *dir = strdup(out);
+    if (!dir) return NULL;
+    char *slash = strrchr(dir, '/');
+    const char *base = slash ? slash + 1 : out;
+    if (slash) *slash = '\0';
+    if (realpath(slash ? (dir[0] ? dir : "/") : ".", real)) {
+        size_t sl = strlen(real) + strlen(base) + 2;
+        if ((skip = malloc(sl))) snprintf(skip, sl, "%s/%s", strcmp(real, "/") ? real : "", base);
+    }
+    free(dir);
+    return skip;
+}
+
+/* Lists the documents, opens this process's log and matches every record found (OUT, every
+ * log) to them: 0, or -1 after the error. */
+static int job_prepare(struct job *jb, const char *skip) {
+    struct sum_opts *o = jb->o;
+    jb->docs.skip_prefix = skip;
+    if (o->manifest) {
+        if (doc_list_add_manifest(&jb->docs, o->manifest, stderr)) return -1;
+    } else {
+        for (int i = 0; i < o->n_inputs; i++)
+            if (doc_list_add_path(&jb->docs, o->inputs[i])) return -1;
+    }
+    if (job_log_open(&jb->log, o->out, jb->pl.shard)) return -1;
+    size_t n = jb->docs.n;
+    jb->ids = malloc((n + 1) * sizeof *jb->ids);
+    jb->rec_of = malloc((n + 1) * sizeof *jb->rec_of);
+    jb->mine = malloc((n + 1) * sizeof *jb->mine);
+    if (!jb->ids || !jb->rec_of || !jb->mine) {
+        fprintf(stderr, CMD ": out of memory\n");
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) jb->ids[i] = jb->docs.v[i].id;
+    if (job_log_match(&jb->log, jb->ids, n, jb->rec_of)) return -1;
+    for (size_t i = 0; i < n; i++) jb->earlier += jb->rec_of[i] >= 0;
+    return 0;
+}
+
+/* FNV-1a of what the shards are computed from; every rank of an MPI job must see the same.
+ * Never 0, which stands for a rank that could not start. */
+static uint64_t job_digest(const struct job *jb) {
+    uint64_t h = 14695981039346656037ull;
+    for (size_t i = 0; i < jb->docs.n; i++) {
+        for (const char *c = jb->docs.v[i].id; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ull;
+        h = (h ^ (uint64_t)jb->docs.v[i].size) * 1099511628211ull;
+        h = (h ^ (uint64_t)(jb->rec_of[i] >= 0)) * 1099511628211ull;
+    }
+    return h | 1;
+}
+
+/* Which documents this process summarizes (when they have no record): all of them, or its
+ * shard. MPI ranks share the documents without a record, all having read the same records;
+ * array tasks, which cannot know what the others have done, share all documents. 0 or -1. */
+static int job_assign(struct job *jb) {
+    size_t n = jb->docs.n;
+    if (jb->pl.n_shards == 1) {
+        for (size_t i = 0; i < n; i++) jb->mine[i] = 1;
+        return 0;
+    }
+    int64_t *w = malloc((n + 1) * sizeof *w);
+    if (!w) {
+        fprintf(stderr, CMD ": out of memory\n");
+        return -1;
+    }
+    /* the work of a document: its bytes, plus the prompt and the summary's decode, which cost
+     * the same for any document (a generated token about what eight prefilled ones of ~4
+     * bytes do); an empty or unreadable document still costs a record */
+    int64_t fixed = 32 * jb->o->n_predict;
+    for (size_t i = 0; i < n; i++) {
+        int64_t size = jb->docs.v[i].size > 0 ? jb->docs.v[i].size : 0;
+        w[i] = jb->pl.mode == JOB_MPI && jb->rec_of[i] >= 0 ? -1 : size + fixed;
+    }
+    int rc = shard_assign(w, n, jb->pl.n_shards, jb->mine);
+    free(w);
+    if (rc) {
+        cli_report("shard assignment", rc);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) jb->mine[i] = jb->mine[i] == jb->pl.shard;
+    return 0;
+}
+
+/* Summarizes this process's documents that have no record: 0, or -1 when it must stop. */
+static int job_work(struct job *jb, bool talk) {
+    struct sum_opts *o = jb->o;
+    for (size_t i = 0; i < jb->docs.n; i++) {
+        if (!jb->mine[i]) continue;
+        jb->total++;
+        if (jb->rec_of[i] >= 0) {
+            jb->done++;
+            jb->had++;
+            if (jb->log.v[jb->rec_of[i]].failed) jb->failed++;
+            else jb->ok++;
+        } else {
+            jb->bytes_left += jb->docs.v[i].size;
+        }
+    }
+    if (talk && jb->log.n > jb->earlier)
+        fprintf(stderr, CMD ": ignoring %zu earlier records that match no document of this job (or repeat one)\n",
+                jb->log.n - jb->earlier);
+    if (talk && jb->earlier && jb->earlier < jb->docs.n)
+        fprintf(stderr, CMD ": resuming: %zu of %zu documents already have a record\n", jb->earlier, jb->docs.n);
+    /* the model is loaded up front, even if the documents left turn out unreadable: a bad
+     * model or too small a context is one error line before any work */
+    if (jb->total > jb->had) {
+        struct summarizer_params sp = {o->model, o->instruction, o->n_ctx, o->n_predict, o->chunk_tokens,
+                                       o->n_threads, o->temp, o->seed, &o->attn};
+        if (summarizer_open(&jb->s, &sp)) return -1;
+        jb->loaded = true;
+    }
+    jb->t0 = cli_now();
+    for (size_t i = 0; i < jb->docs.n; i++) {
+        if (jb->rec_of[i] >= 0 || !jb->mine[i]) continue;
+        jb->cur = i;
+        show_progress(jb, 0, 1);
+        if (run_doc(jb, i)) return -1;
+        jb->done++;
+        jb->bytes_done += jb->docs.v[i].size;
+        jb->bytes_left -= jb->docs.v[i].size;
+    }
+    if (jb->total > jb->had) show_progress(jb, 0, 1);
+    end_line(jb);
+    return 0;
+}
+
+/* "id1, id2, ... (and N more)" of the documents without a record, on stderr. */
+static void print_missing(const struct job *jb) {
+    size_t shown = 0, more = 0;
+    for (size_t i = 0; i < jb->docs.n; i++) {
+        if (jb->rec_of[i] >= 0) continue;
+        if (shown < 5) fprintf(stderr, "%s%s", shown++ ? ", " : "", jb->ids[i]);
+        else more++;
+    }
+    if (more) fprintf(stderr, " (and %zu more)", more);
+}
+
+/* Counts the records of the merged job. */
+static void count_merged(const struct job *jb, size_t *ok, size_t *failed) {
+    *ok = *failed = 0;
+    for (size_t i = 0; i < jb->docs.n; i++) {
+        if (jb->log.v[jb->rec_of[i]].failed) (*failed)++;
+        else (*ok)++;
+    }
+}
+
+/* Rank 0's merge after every rank is done: 0, or 1 after naming the documents without a
+ * record (and the ranks that failed, all[r] == 0). */
+static int merge_rank0(struct job *jb, const uint64_t *all, double t_job) {
+    const struct plan *pl = &jb->pl;
+    int64_t missing = job_log_merge(&jb->log, jb->ids, jb->docs.n, jb->rec_of);
+    if (missing < 0) return 1;
+    if (missing > 0) {
+        fprintf(stderr, CMD ": %" PRId64 " of %zu documents have no record: ", missing, jb->docs.n);
+        print_missing(jb);
+        const char *sep = " (failed ranks: ";
+        for (int32_t r = 0; r < pl->size; r++)
+            if (!all[r]) fprintf(stderr, "%s%" PRId32, sep, r), sep = ", ";
+        if (sep[0] == ',') fputc(')', stderr);
+        fprintf(stderr, "; %s not written: rerun the same command to summarize them\n", jb->o->out);
+        return 1;
+    }
+    if (!jb->o->quiet) {
+        size_t n_ok, n_failed;
+        count_merged(jb, &n_ok, &n_failed);
+        fprintf(stderr, CMD ": %zu documents: %zu ok, %zu failed (%zu from an earlier run); %" PRId32 " ranks, %.1f s -> %s\n",
+                jb->docs.n, n_ok, n_failed, jb->earlier, pl->size, cli_now() - t_job, jb->o->out);
+    }
+    for (int32_t r = 0; r < pl->size; r++)
+        if (!all[r]) return 1; /* every record is in, yet a rank failed: say so by the exit status */
+    return 0;
+}
+
+/* The end of a rank of an MPI job. The second collective: every rank is done and has closed
+ * its log, so rank 0 merges. The third: no rank leaves before rank 0 has merged or reported,
+ * since mpirun ends the whole job as soon as one rank exits non-zero. Exit status. */
+static int job_end_mpi(struct job *jb, bool ok, bool prepared, uint64_t *all, double t_job) {
+    const struct plan *pl = &jb->pl;
+    if (pl->rank != 0) job_log_close(&jb->log); /* rank 0's merge locks every log */
+    int status = ok ? 0 : 1;
+    if (shard_mpi_allgather_u64(ok, all)) {
+        fprintf(stderr, CMD ": rank %" PRId32 ": MPI failed\n", pl->rank);
+        return 1;
+    }
+    if (pl->rank == 0) status = prepared ? merge_rank0(jb, all, t_job) : 1;
+    if (shard_mpi_allgather_u64((uint64_t)status, all)) {
+        fprintf(stderr, CMD ": rank %" PRId32 ": MPI failed\n", pl->rank);
+        return 1;
+    }
+    return status;
+}
+
+/* The end of one process, or of a Slurm array task: merge if every document has a record. */
+static int job_end_local(struct job *jb) {
+    const char *out = jb->o->out;
+    bool array = jb->pl.mode == JOB_ARRAY;
+    int64_t missing = job_log_merge(&jb->log, jb->ids, jb->docs.n, jb->rec_of);
+    if (missing < 0) return 1;
+    if (missing > 0 && !array) {
+        fprintf(stderr, CMD ": %" PRId64 " documents still have no record (", missing);
+        print_missing(jb);
+        fprintf(stderr, "); is another job writing %s? Rerun to finish\n", out);
+        return 1;
+    }
+    if (jb->o->quiet) return 0;
+    if (missing > 0) {
+        fprintf(stderr, CMD ": %s waits for %" PRId64 " documents of other shards (tasks still running, or failed): the last "
+                        "task to finish writes it, or run the command again without SLURM_ARRAY_* to merge\n", out, missing);
+    } else if (array) {
+        size_t n_ok, n_failed;
+        count_merged(jb, &n_ok, &n_failed);
+        fprintf(stderr, CMD ": %zu documents: %zu ok, %zu failed; every shard is done: merged -> %s\n", jb->docs.n, n_ok,
+                n_failed, out);
+    } else {
+        fprintf(stderr, CMD ": %zu documents: %zu ok, %zu failed (%zu from an earlier run); this run %" PRId64
+                        " tokens in, %" PRId64 " out, %.1f s -> %s\n",
+                jb->total, jb->ok, jb->failed, jb->had, jb->tok_in, jb->tok_out, cli_now() - jb->t0, out);
+    }
+    return 0;
+}
+
+static int run_job(struct job *jb) {
+    struct sum_opts *o = jb->o;
+    const struct plan *pl = &jb->pl;
+    bool talk = !o->quiet && (pl->mode != JOB_MPI || pl->rank == 0);
+    jb->show = talk;
+    double t_job = cli_now();
+    char *skip = output_prefix(o->out);
+    uint64_t *all = calloc((size_t)pl->size, sizeof *all);
+    if (!all) {
+        fprintf(stderr, CMD ": out of memory\n");
+        free(skip);
+        return -1; /* an MPI rank leaves without finalizing: mpirun ends the job */
+    }
+    bool prepared = job_prepare(jb, skip) == 0, ok = prepared;
+    if (pl->mode == JOB_MPI) {
+        /* the first collective: no rank appends a record before every rank has read them all,
+         * so every rank assigns the same documents */
+        if (shard_mpi_allgather_u64(ok ? job_digest(jb) : 0, all)) {
+            fprintf(stderr, CMD ": rank %" PRId32 ": MPI failed\n", pl->rank);
+            ok = false;
+        }
+        uint64_t first = 0;
+        bool differ = false, down = false;
+        for (int32_t r = 0; r < pl->size; r++) {
+            if (!all[r]) down = true;
+            else if (!first) first = all[r];
+            else differ |= all[r] != first;
+        }
+        if (differ && pl->rank == 0)
+            fprintf(stderr, CMD ": the ranks found different documents or records (files changed as the job started?); "
+                            "rerun\n");
+        if (down && ok && pl->rank == 0) fprintf(stderr, CMD ": a rank could not start (see its error); stopping\n");
+        ok = ok && !differ && !down;
+    }
+    if (ok) ok = job_assign(jb) == 0 && job_work(jb, talk) == 0;
+    end_line(jb);
+    if (ok && pl->n_shards > 1 && !o->quiet)
+        fprintf(stderr, CMD ": shard %" PRId32 "/%" PRId32 ": %zu documents: %zu ok, %zu failed (%zu from an earlier run); "
+                        "this run %" PRId64 " tokens in, %" PRId64 " out, %.1f s\n",
+                pl->shard, pl->n_shards, jb->total, jb->ok, jb->failed, jb->had, jb->tok_in, jb->tok_out, cli_now() - jb->t0);
+    int status = pl->mode == JOB_MPI ? job_end_mpi(jb, ok, prepared, all, t_job) : ok ? job_end_local(jb) : 1;
+    free(all);
+    free(skip);
+    free(jb->ids);
+    free(jb->rec_of);
+    free(jb->mine);
+    summarizer_free(&jb->s);
+    job_log_close(&jb->log);
+    doc_list_free(&jb->docs);
+    return status;
+}
+
 int cmd_summarize(int argc, char **argv) {
     struct sum_opts o;
     int rc = parse_args(argc, argv, &o);
     if (rc) return rc == 1 ? 0 : rc;
-    struct job jb = {.o = &o};
-    int status = 1;
-    /* the job's own files are never its documents: OUT, OUT.log, their temporaries */
-    char real[PATH_MAX], *skip = NULL;
-    {
-        char *dir = strdup(o.out);
-        if (!dir) goto done;
-        char *slash = strrchr(dir, '/');
-        const char *base = slash ? slash + 1 : o.out;
-        if (slash) *slash = '\0';
-        if (realpath(slash ? (dir[0] ? dir : "/") : ".", real)) {
-            size_t sl = strlen(real) + strlen(base) + 2;
-            if ((skip = malloc(sl))) snprintf(skip, sl, "%s/%s", strcmp(real, "/") ? real : "", base);
+    struct job jb = {.o = &o, .pl = {JOB_ONE, -1, 1, 0, 1}};
+    bool mpi = false;
+    if (o.launch.mpi) {
+        rc = shard_mpi_init(&jb.pl.rank, &jb.pl.size);
+        if (rc == SL_EUNSUPPORTED && o.launch.mpi_procs > 1) {
+            fprintf(stderr, CMD ": started by an MPI launcher with %" PRId64 " processes, but this build has no MPI "
+                            "(install libopenmpi-dev and rebuild, or run without mpirun)\n", o.launch.mpi_procs);
+            return 1;
         }
-        free(dir);
+        if (rc && rc != SL_EUNSUPPORTED) {
+            fprintf(stderr, CMD ": cannot initialise MPI\n");
+            return 1;
+        }
+        mpi = rc == 0;
     }
-    jb.docs.skip_prefix = skip;
-    if (o.manifest) {
-        if (doc_list_add_manifest(&jb.docs, o.manifest, stderr)) goto done;
+    int status;
+    if (o.launch.array && jb.pl.size > 1) {
+        if (jb.pl.rank == 0)
+            fprintf(stderr, CMD ": a Slurm array task started by mpirun with %" PRId32 " ranks: scale out with one or the "
+                            "other\n", jb.pl.size);
+        status = 2;
     } else {
-        for (int i = 0; i < o.n_inputs; i++)
-            if (doc_list_add_path(&jb.docs, o.inputs[i])) goto done;
+        if (o.launch.array) jb.pl = (struct plan){JOB_ARRAY, o.launch.task_shard, o.launch.task_count, 0, 1};
+        else if (jb.pl.size > 1) jb.pl.mode = JOB_MPI, jb.pl.shard = jb.pl.rank, jb.pl.n_shards = jb.pl.size;
+        status = run_job(&jb);
+        if (status < 0) return 1; /* see run_job: no finalize */
     }
-    if (job_log_open(&jb.log, o.out)) goto done;
-    jb.total = jb.docs.n;
-    char **ids = malloc((jb.total + 1) * sizeof *ids);
-    jb.rec_of = malloc((jb.total + 1) * sizeof *jb.rec_of);
-    if (!ids || !jb.rec_of) {
-        free(ids);
-        fprintf(stderr, CMD ": out of memory\n");
-        goto done;
-    }
-    for (size_t i = 0; i < jb.total; i++) ids[i] = jb.docs.v[i].id;
-    rc = job_log_match(&jb.log, ids, jb.total, jb.rec_of);
-    free(ids);
-    if (rc) goto done;
-    for (size_t i = 0; i < jb.total; i++) {
-        if (jb.rec_of[i] >= 0) {
-            jb.done++;
-            jb.earlier++;
-            if (jb.log.v[jb.rec_of[i]].failed) jb.failed++;
-            else jb.ok++;
-        } else {
-            jb.bytes_left += jb.docs.v[i].size;
-        }
-    }
-    if (jb.log.n > jb.earlier && !o.quiet)
-        fprintf(stderr, CMD ": ignoring %zu earlier records that match no document of this job (or repeat one)\n",
-                jb.log.n - jb.earlier);
-    if (jb.earlier && jb.earlier < jb.total && !o.quiet)
-        fprintf(stderr, CMD ": resuming: %zu of %zu documents already have a record\n", jb.earlier, jb.total);
-    /* the model is loaded up front, even if the documents left turn out unreadable: a bad
-     * model or too small a context is one error line before any work */
-    if (jb.total > jb.earlier) {
-        if (summarizer_open(&jb.s, &o)) goto done;
-        jb.loaded = true;
-    }
-    jb.t0 = cli_now();
-    for (size_t i = 0; i < jb.total; i++) {
-        if (jb.rec_of[i] >= 0) continue;
-        jb.cur = i;
-        show_progress(&jb, 0, 1);
-        if (run_doc(&jb, i)) goto done;
-        jb.done++;
-        jb.bytes_done += jb.docs.v[i].size;
-        jb.bytes_left -= jb.docs.v[i].size;
-    }
-    if (jb.total > jb.earlier) show_progress(&jb, 0, 1);
-    end_line(&jb);
-    if (job_log_commit(&jb.log, jb.rec_of, jb.total)) goto done;
-    if (!o.quiet)
-        fprintf(stderr, CMD ": %zu documents: %zu ok, %zu failed (%zu from an earlier run); this run %" PRId64
-                        " tokens in, %" PRId64 " out, %.1f s -> %s\n",
-                jb.total, jb.ok, jb.failed, jb.earlier, jb.tok_in, jb.tok_out, cli_now() - jb.t0, o.out);
-    status = 0;
-done:
-    end_line(&jb);
-    free(skip);
-    free(jb.rec_of);
-    summarizer_free(&jb.s);
-    job_log_close(&jb.log);
-    doc_list_free(&jb.docs);
+    if (mpi) shard_mpi_finalize();
     return status;
 }

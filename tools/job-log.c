@@ -2,13 +2,16 @@
  * job-log.h). */
 #include "tools/job-log.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "storage/fs-sync.h"
@@ -16,6 +19,7 @@
 #include "tools/out-file.h"
 
 #define CMD "spotlight summarize"
+#define LOCK_WAIT_S 60 /* how long a merge waits for a log's owner to close it */
 
 static int oom(void) {
     fprintf(stderr, CMD ": out of memory\n");
@@ -105,33 +109,134 @@ static char *read_all(int fd, size_t *len) {
     return buf;
 }
 
-static int read_out(struct job_log *j) {
-    int fd = open(j->out, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno == ENOENT) return 0;
-        fprintf(stderr, CMD ": cannot read %s: %s\n", j->out, strerror(errno));
-        return -1;
-    }
+/* The complete lines of fd as records (a torn last line is not one): 0 or -1 (printed). */
+static int add_fd(struct job_log *j, int fd, const char *path) {
     size_t n = 0;
     char *buf = read_all(fd, &n);
-    int e = errno;
-    close(fd);
     if (!buf) {
-        fprintf(stderr, CMD ": cannot read %s: %s\n", j->out, strerror(e));
+        fprintf(stderr, CMD ": cannot read %s: %s\n", path, strerror(errno));
         return -1;
     }
-    int rc = add_lines(j, buf, n, j->out);
+    while (n && buf[n - 1] != '\n') n--;
+    int rc = add_lines(j, buf, n, path);
     free(buf);
     return rc;
 }
 
-int job_log_open(struct job_log *j, const char *out_path) {
+/* The records of a file that may be missing (OUT, another process's log): 0 or -1. */
+static int add_file(struct job_log *j, const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT) return 0; /* no output yet, or a log merged away meanwhile */
+        fprintf(stderr, CMD ": cannot read %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    int rc = add_fd(j, fd, path);
+    close(fd);
+    return rc;
+}
+
+/* Whether name is BASE.log or BASE.shard-DIGITS.log. */
+static bool is_log_name(const char *name, const char *base) {
+    size_t bl = strlen(base);
+    if (strncmp(name, base, bl) != 0) return false;
+    name += bl;
+    if (strcmp(name, ".log") == 0) return true;
+    if (strncmp(name, ".shard-", 7) != 0) return false;
+    name += 7;
+    const char *d = name;
+    while (*d >= '0' && *d <= '9') d++;
+    return d > name && strcmp(d, ".log") == 0;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static void free_list(char **v, size_t n) {
+    for (size_t i = 0; i < n; i++) free(v[i]);
+    free(v);
+}
+
+/* The paths of every log of out (its directory listed), in name order: 0 or -1 (printed). */
+static int list_logs(const char *out, char ***paths, size_t *n_paths) {
+    *paths = NULL;
+    *n_paths = 0;
+    const char *slash = strrchr(out, '/');
+    size_t dl = slash ? (size_t)(slash - out) + 1 : 0; /* the directory with its slash */
+    char *dir = strndup(out, dl ? dl : 1);
+    if (!dir) return oom();
+    if (!dl) strcpy(dir, ".");
+    DIR *d = opendir(dir);
+    if (!d) {
+        fprintf(stderr, CMD ": cannot list %s: %s\n", dir, strerror(errno));
+        free(dir);
+        return -1;
+    }
+    free(dir);
+    char **v = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *e;
+    int rc = 0;
+    while ((e = readdir(d))) {
+        if (!is_log_name(e->d_name, out + dl)) continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 8;
+            char **nv = cap < SIZE_MAX / sizeof *nv ? realloc(v, cap * sizeof *nv) : NULL;
+            if (!nv) {
+                rc = oom();
+                break;
+            }
+            v = nv;
+        }
+        size_t l = dl + strlen(e->d_name) + 1;
+        if (!(v[n] = malloc(l))) {
+            rc = oom();
+            break;
+        }
+        snprintf(v[n++], l, "%.*s%s", (int)dl, out, e->d_name);
+    }
+    closedir(d);
+    if (rc) {
+        free_list(v, n);
+        return rc;
+    }
+    if (n > 1) qsort(v, n, sizeof *v, cmp_str);
+    *paths = v;
+    *n_paths = n;
+    return 0;
+}
+
+/* This process's own log, read through its locked fd: a torn last line is cut off. */
+static int read_own_log(struct job_log *j) {
+    size_t len = 0;
+    char *buf = read_all(j->fd, &len);
+    if (!buf) {
+        fprintf(stderr, CMD ": cannot read %s: %s\n", j->log, strerror(errno));
+        return -1;
+    }
+    size_t whole = len;
+    while (whole && buf[whole - 1] != '\n') whole--;
+    if (whole < len) {
+        fprintf(stderr, CMD ": %s: dropped a torn last record (%zu bytes)\n", j->log, len - whole);
+        if (ftruncate(j->fd, (off_t)whole) != 0 || fsync(j->fd) != 0) {
+            fprintf(stderr, CMD ": cannot write %s: %s\n", j->log, strerror(errno));
+            free(buf);
+            return -1;
+        }
+    }
+    j->size = (int64_t)whole;
+    int rc = add_lines(j, buf, whole, j->log);
+    free(buf);
+    return rc;
+}
+
+int job_log_open(struct job_log *j, const char *out_path, int32_t shard) {
     memset(j, 0, sizeof *j);
     j->fd = -1;
     j->size = -1;
-    size_t n = strlen(out_path);
-    if (!(j->out = strdup(out_path)) || !(j->log = malloc(n + 5))) return oom();
-    snprintf(j->log, n + 5, "%s.log", out_path);
+    size_t n = strlen(out_path) + 32;
+    if (!(j->out = strdup(out_path)) || !(j->log = malloc(n))) return oom();
+    if (shard < 0) snprintf(j->log, n, "%s.log", out_path);
+    else snprintf(j->log, n, "%s.shard-%" PRId32 ".log", out_path, shard);
     struct stat st;
     if (stat(out_path, &st) == 0 && !S_ISREG(st.st_mode)) {
         fprintf(stderr, CMD ": cannot write %s: not a regular file\n", out_path);
@@ -153,26 +258,18 @@ int job_log_open(struct job_log *j, const char *out_path) {
         fprintf(stderr, CMD ": cannot sync the directory of %s\n", j->log);
         return -1;
     }
-    if (read_out(j)) return -1;
-    size_t len = 0;
-    char *buf = read_all(j->fd, &len);
-    if (!buf) {
-        fprintf(stderr, CMD ": cannot read %s: %s\n", j->log, strerror(errno));
-        return -1;
+    if (add_file(j, j->out)) return -1;
+    char **logs = NULL;
+    size_t n_logs = 0;
+    if (list_logs(j->out, &logs, &n_logs)) return -1;
+    bool own = false;
+    int rc = 0;
+    for (size_t i = 0; i < n_logs && !rc; i++) {
+        if (strcmp(logs[i], j->log) == 0) rc = read_own_log(j), own = true;
+        else rc = add_file(j, logs[i]);
     }
-    size_t whole = len;
-    while (whole && buf[whole - 1] != '\n') whole--;
-    if (whole < len) {
-        fprintf(stderr, CMD ": %s: dropped a torn last record (%zu bytes)\n", j->log, len - whole);
-        if (ftruncate(j->fd, (off_t)whole) != 0 || fsync(j->fd) != 0) {
-            fprintf(stderr, CMD ": cannot write %s: %s\n", j->log, strerror(errno));
-            free(buf);
-            return -1;
-        }
-    }
-    j->size = (int64_t)whole;
-    int rc = add_lines(j, buf, whole, j->log);
-    free(buf);
+    free_list(logs, n_logs);
+    if (!rc && !own) rc = read_own_log(j); /* not listed: the directory lied, read it anyway */
     return rc;
 }
 
@@ -243,21 +340,125 @@ int64_t job_log_append(struct job_log *j, const char *id, const char *text, size
     return (int64_t)before;
 }
 
-int job_log_commit(struct job_log *j, const int64_t *rec_of, size_t n) {
-    struct out_file of;
-    if (out_file_open(&of, "summarize", j->out)) return -1;
-    for (size_t i = 0; i < n; i++) {
-        const struct job_rec *r = &j->v[rec_of[i]];
-        fwrite(r->line, 1, r->len, of.f);
-        fputc('\n', of.f);
+static void free_recs(struct job_log *j) {
+    for (size_t i = 0; i < j->n; i++) {
+        free(j->v[i].id);
+        free(j->v[i].line);
     }
-    if (out_file_commit(&of, "summarize")) return -1;
-    if (unlink(j->log) != 0 || sl_fsync_parent_dir(j->log) != 0) {
-        fprintf(stderr, CMD ": wrote %s but cannot remove %s: %s\n", j->out, j->log, strerror(errno));
+    j->n = 0;
+}
+
+/* Locks the log at path for the merge: an fd, -2 when the log is gone (another process merged
+ * it), or -1 after one error line. Waits up to LOCK_WAIT_S for an owner still closing it. */
+static int lock_log(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT) return -2;
+        fprintf(stderr, CMD ": cannot read %s: %s\n", path, strerror(errno));
         return -1;
     }
-    j->committed = true;
-    return 0;
+    for (int waited_ms = 0;; waited_ms += 100) {
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0) break;
+        if (errno != EWOULDBLOCK || waited_ms >= LOCK_WAIT_S * 1000) {
+            if (errno == EWOULDBLOCK)
+                fprintf(stderr, CMD ": %s is still in use by another job after %d s; not merging (rerun to merge)\n",
+                        path, LOCK_WAIT_S);
+            else
+                fprintf(stderr, CMD ": cannot lock %s: %s\n", path, strerror(errno));
+            close(fd);
+            return -1;
+        }
+        nanosleep(&(struct timespec){0, 100000000}, NULL);
+    }
+    /* the name may have been removed (merged) while this process waited */
+    struct stat a, b;
+    if (fstat(fd, &a) != 0 || stat(path, &b) != 0 || a.st_ino != b.st_ino || a.st_dev != b.st_dev) {
+        close(fd);
+        return -2;
+    }
+    return fd;
+}
+
+/* OUT, then every log, without locks, into j (which must hold no records). */
+static int read_all_records(struct job_log *j) {
+    if (add_file(j, j->out)) return -1;
+    char **logs = NULL;
+    size_t n_logs = 0;
+    if (list_logs(j->out, &logs, &n_logs)) return -1;
+    int rc = 0;
+    for (size_t i = 0; i < n_logs && !rc; i++) rc = add_file(j, logs[i]);
+    free_list(logs, n_logs);
+    return rc;
+}
+
+static int64_t count_missing(const int64_t *rec_of, size_t n) {
+    int64_t m = 0;
+    for (size_t i = 0; i < n; i++) m += rec_of[i] < 0;
+    return m;
+}
+
+int64_t job_log_merge(struct job_log *j, char *const *ids, size_t n, int64_t *rec_of) {
+    if (!j->out) {
+        fprintf(stderr, CMD ": internal error: merging a job whose log was never opened\n");
+        return -1;
+    }
+    char *out = strdup(j->out);
+    job_log_close(j); /* this process's lock must go: the merge locks every log, its own too */
+    if (!out) return oom();
+    j->out = out;
+    /* first without locks: another shard may still be writing its log for hours */
+    if (read_all_records(j) || job_log_match(j, ids, n, rec_of)) return -1;
+    int64_t missing = count_missing(rec_of, n);
+    if (missing) return missing;
+    free_recs(j);
+    char **logs = NULL;
+    size_t n_logs = 0;
+    if (list_logs(j->out, &logs, &n_logs)) return -1;
+    int *fds = malloc((n_logs + 1) * sizeof *fds);
+    size_t n_fds = 0;
+    int64_t rc = fds ? 0 : oom();
+    /* in name order: two processes merging at once never hold each other's next lock */
+    for (size_t i = 0; i < n_logs && !rc; i++) {
+        int fd = lock_log(logs[i]);
+        if (fd == -1) rc = -1;
+        else if (fd == -2) logs[i][0] = '\0'; /* merged away: nothing to read or remove */
+        else fds[n_fds++] = fd;
+    }
+    /* the records again, now that no log can grow */
+    if (!rc) rc = add_file(j, j->out);
+    for (size_t i = 0, k = 0; i < n_logs && !rc; i++)
+        if (logs[i][0]) rc = add_fd(j, fds[k++], logs[i]);
+    if (!rc) rc = job_log_match(j, ids, n, rec_of);
+    if (!rc) rc = count_missing(rec_of, n);
+    if (!rc) {
+        struct out_file of;
+        if (out_file_open(&of, "summarize", j->out)) {
+            rc = -1;
+        } else {
+            for (size_t i = 0; i < n; i++) {
+                const struct job_rec *r = &j->v[rec_of[i]];
+                fwrite(r->line, 1, r->len, of.f);
+                fputc('\n', of.f);
+            }
+            if (out_file_commit(&of, "summarize")) rc = -1;
+        }
+    }
+    for (size_t i = 0; i < n_logs && !rc; i++) {
+        if (!logs[i][0]) continue;
+        if (unlink(logs[i]) != 0 && errno != ENOENT) {
+            fprintf(stderr, CMD ": wrote %s but cannot remove %s: %s\n", j->out, logs[i], strerror(errno));
+            rc = -1;
+        }
+    }
+    if (!rc && n_logs && sl_fsync_parent_dir(j->out) != 0) {
+        fprintf(stderr, CMD ": wrote %s but cannot sync its directory\n", j->out);
+        rc = -1;
+    }
+    if (!rc) j->committed = true;
+    for (size_t i = 0; i < n_fds; i++) close(fds[i]); /* the locks go with the fds */
+    free(fds);
+    free_list(logs, n_logs);
+    return rc;
 }
 
 void job_log_close(struct job_log *j) {

@@ -23,8 +23,9 @@ done
 say() { echo "setup: $*"; }
 
 # ---- system packages -------------------------------------------------------------------------
+# openmpi-*: `mpirun spotlight summarize` (SL_MPI=AUTO builds it when found; tests/test-summarize-mpi.sh)
 pkgs="build-essential cmake pkg-config libopenblas-dev libhwloc-dev liburing-dev libcriterion-dev libpcre2-dev
-      clang libclang-rt-dev python3 python3-pip"
+      clang libclang-rt-dev python3 python3-pip openmpi-bin libopenmpi-dev"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
