@@ -36,7 +36,9 @@ void attn_opts_context(const struct attn_opts *a, struct sl_context_params *cp) 
     cp->gpu_device = a->gpu_device;
 }
 
-void attn_opts_table(struct option *opts, int *n) {
+void attn_opts_table(const struct option *base, int n_base, struct option *opts) {
+    memcpy(opts, base, sizeof *base * (size_t)n_base);
+    int n = n_base;
     static const struct option mine[ATTN_OPT_COUNT] = {
         {"attn", required_argument, 0, O_ATTN},         {"budget", required_argument, 0, O_BUDGET},
         {"min-tokens", required_argument, 0, O_MINTOK}, {"sinks", required_argument, 0, O_SINKS},
@@ -47,7 +49,8 @@ void attn_opts_table(struct option *opts, int *n) {
         {"resume", optional_argument, 0, O_RESUME}, {"rerank", required_argument, 0, O_RERANK},
         {"prefetch", no_argument, 0, O_PREFETCH}, {"gpu", optional_argument, 0, O_GPU},
         {"vram-mb", required_argument, 0, O_VRAM}};
-    for (int i = 0; i < ATTN_OPT_COUNT; i++) opts[(*n)++] = mine[i];
+    for (int i = 0; i < ATTN_OPT_COUNT; i++) opts[n++] = mine[i];
+    opts[n] = (struct option){0, 0, 0, 0};
 }
 
 const char *attn_mode_name(enum sl_attn_mode m) {

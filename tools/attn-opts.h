@@ -30,8 +30,9 @@ struct attn_opts {
 };
 
 void attn_opts_init(struct attn_opts *a);
-/* Appends the options to a getopt_long table at opts[*n] (room for ATTN_OPT_COUNT more). */
-void attn_opts_table(struct option *opts, int *n);
+/* A command's getopt_long table: its n_base options, then these, then the terminator, into
+ * opts (room for n_base + ATTN_OPT_COUNT + 1). */
+void attn_opts_table(const struct option *base, int n_base, struct option *opts);
 /* Handles code c with optarg: 0 done, 2 bad value (error printed), -1 not one of ours. */
 int attn_opts_parse(const char *cmd, int c, const char *arg, struct attn_opts *a);
 /* The help lines. */

@@ -78,10 +78,7 @@ static int parse_args(int argc, char **argv, struct gen_opts *o) {
         {"seed", required_argument, 0, 's'}, {"stop", required_argument, 0, O_STOP},
         {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, 'h'}};
     struct option opts[sizeof base / sizeof *base + ATTN_OPT_COUNT + 1];
-    int n_opts = (int)(sizeof base / sizeof *base);
-    memcpy(opts, base, sizeof base);
-    attn_opts_table(opts, &n_opts);
-    opts[n_opts] = (struct option){0, 0, 0, 0};
+    attn_opts_table(base, (int)(sizeof base / sizeof *base), opts);
     memset(o, 0, sizeof *o);
     attn_opts_init(&o->attn);
     o->n_predict = 128;

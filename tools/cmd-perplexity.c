@@ -51,10 +51,7 @@ int cmd_perplexity(int argc, char **argv) {
         {"decode-last", required_argument, 0, 'D'}, {"json", no_argument, 0, 'j'},
         {"help", no_argument, 0, 'h'}};
     struct option opts[sizeof base / sizeof *base + ATTN_OPT_COUNT + 1];
-    int n_opts = (int)(sizeof base / sizeof *base);
-    memcpy(opts, base, sizeof base);
-    attn_opts_table(opts, &n_opts);
-    opts[n_opts] = (struct option){0, 0, 0, 0};
+    attn_opts_table(base, (int)(sizeof base / sizeof *base), opts);
     struct attn_opts attn;
     attn_opts_init(&attn);
     const char *model = NULL, *file = NULL;
