@@ -7,8 +7,11 @@
 #ifndef SL_TESTS_RETRIEVAL_CASES_H
 #define SL_TESTS_RETRIEVAL_CASES_H
 
+#include <criterion/criterion.h>
 #include <stdint.h>
 #include <stdlib.h>
+
+#include "cpu/topk.h"
 
 struct rt_case {
     int64_t n;
@@ -77,6 +80,27 @@ static size_t rt_cases(struct rt_case *out, size_t cap) {
     RT_ADD(9000, 192, 100, 2047, 2048, 16, 2);
 #undef RT_ADD
     return c;
+}
+
+/* sl_topk_select on head h's scores, compared with the positions and count a GPU kernel (or its
+ * host emulation) gave. */
+static void expect_cpu(const struct rt_case *c, const uint16_t *scores, int32_t h, const int32_t *out, int32_t count) {
+    struct sl_topk_params p = {c->k, c->n_sink, c->n_window, c->block};
+    size_t wb = sl_topk_workspace_bytes(c->n, c->ms, c->block);
+    void *work = malloc(wb);
+    int64_t cap = sl_topk_max_count(c->n, &p);
+    int64_t *ref = malloc(sizeof *ref * (size_t)(cap > 0 ? cap : 1));
+    int64_t rc = sl_topk_select(scores, c->n, c->ms, &p, work, wb, ref);
+    cr_assert_eq((int64_t)count, rc,
+                 "n %lld ms %d k %lld sink %lld win %lld block %d distinct %d head %d: count %d, cpu %lld", (long long)c->n,
+                 c->ms, (long long)c->k, (long long)c->n_sink, (long long)c->n_window, c->block, c->distinct, h, count,
+                 (long long)rc);
+    for (int64_t i = 0; i < rc; i++)
+        cr_assert_eq((int64_t)out[i], ref[i], "n %lld k %lld block %d distinct %d head %d: position %lld is %d, cpu %lld",
+                     (long long)c->n, (long long)c->k, c->block, c->distinct, h, (long long)i, out[i],
+                     (long long)ref[i]);
+    free(ref);
+    free(work);
 }
 
 #endif

@@ -221,26 +221,6 @@ static void emu_topk(const uint16_t *scores, int64_t ld, int32_t H, const struct
 
 /* ---- against the CPU ----------------------------------------------------------------------- */
 
-/* sl_topk_select on head h's scores, compared with what the emulation gave. */
-static void expect_cpu(const struct rt_case *c, const uint16_t *scores, int32_t h, const int32_t *out, int32_t count) {
-    struct sl_topk_params p = {c->k, c->n_sink, c->n_window, c->block};
-    size_t wb = sl_topk_workspace_bytes(c->n, c->ms, c->block);
-    void *work = malloc(wb);
-    int64_t cap = sl_topk_max_count(c->n, &p);
-    int64_t *ref = malloc(sizeof *ref * (size_t)(cap > 0 ? cap : 1));
-    int64_t rc = sl_topk_select(scores, c->n, c->ms, &p, work, wb, ref);
-    cr_assert_eq((int64_t)count, rc,
-                 "n %lld ms %d k %lld sink %lld win %lld block %d distinct %d head %d: count %d, cpu %lld", (long long)c->n,
-                 c->ms, (long long)c->k, (long long)c->n_sink, (long long)c->n_window, c->block, c->distinct, h, count,
-                 (long long)rc);
-    for (int64_t i = 0; i < rc; i++)
-        cr_assert_eq((int64_t)out[i], ref[i], "n %lld k %lld block %d distinct %d head %d: position %lld is %d, cpu %lld",
-                     (long long)c->n, (long long)c->k, c->block, c->distinct, h, (long long)i, out[i],
-                     (long long)ref[i]);
-    free(ref);
-    free(work);
-}
-
 static void run_case(const struct rt_case *c, int32_t H) {
     struct sl_rt_geom g;
     cr_assert_eq(sl_rt_geom_init(c->n, c->ms, c->k, c->n_sink, c->n_window, c->block, &g), 0);

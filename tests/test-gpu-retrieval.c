@@ -38,25 +38,6 @@ static void from_dev(void *h, const void *d, size_t bytes) {
     if (bytes) cr_assert_eq(cudaMemcpy(h, d, bytes, cudaMemcpyDeviceToHost), cudaSuccess);
 }
 
-/* sl_topk_select on one head's scores against the GPU's positions and count. */
-static void expect_cpu(const struct rt_case *c, const uint16_t *scores, int32_t h, const int32_t *out, int32_t count) {
-    struct sl_topk_params p = {c->k, c->n_sink, c->n_window, c->block};
-    size_t wb = sl_topk_workspace_bytes(c->n, c->ms, c->block);
-    void *work = malloc(wb);
-    int64_t cap = sl_topk_max_count(c->n, &p);
-    int64_t *ref = malloc(sizeof *ref * (size_t)(cap > 0 ? cap : 1));
-    int64_t rc = sl_topk_select(scores, c->n, c->ms, &p, work, wb, ref);
-    cr_assert_eq((int64_t)count, rc,
-                 "n %lld ms %d k %lld sink %lld win %lld block %d distinct %d head %d: count %d, cpu %lld",
-                 (long long)c->n, c->ms, (long long)c->k, (long long)c->n_sink, (long long)c->n_window, c->block,
-                 c->distinct, h, count, (long long)rc);
-    for (int64_t i = 0; i < rc; i++)
-        cr_assert_eq((int64_t)out[i], ref[i], "n %lld k %lld block %d head %d: position %lld is %d, cpu %lld",
-                     (long long)c->n, (long long)c->k, c->block, h, (long long)i, out[i], (long long)ref[i]);
-    free(ref);
-    free(work);
-}
-
 /* H heads of random scores for case c through sl_gpu_topk_select, each head checked.
  * aligned: rows of a 16-byte multiple (128-bit loads), else odd strides (scalar loads). */
 static void run_case(const struct rt_case *c, int32_t H, int aligned) {
