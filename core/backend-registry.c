@@ -53,8 +53,16 @@ int sl_kv_store_params_for_device(struct sl_kv_store_params *p, int device) {
 /* The backend a context runs on: the CPU's, or the CUDA one when asked for and built. */
 #include "core/backend.h"
 
+/* Tests only (sl_backend_set_device_factory): what stands in for the CUDA backend. */
+static int (*device_factory)(int32_t device, int n_threads, struct sl_backend **out);
+
+void sl_backend_set_device_factory(int (*fn)(int32_t device, int n_threads, struct sl_backend **out)) {
+    device_factory = fn;
+}
+
 int sl_backend_create(bool gpu, int32_t device, int n_threads, struct sl_backend **out) {
     if (!gpu) return sl_backend_cpu_create(n_threads, out);
+    if (device_factory) return device_factory(device, n_threads, out);
 #ifdef SL_HAVE_CUDA
     int n = sl_gpu_device_count();
     if (device < 0 || device >= n) return sl_fail(SL_ENODEV, "CUDA device %d does not exist (%d visible)", device, n);

@@ -13,7 +13,38 @@
 
 #include "core/kv-cache.h"
 #include "spotlight/gguf.h"
+#include "spotlight/kv-store.h"
 #include "spotlight/model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct sl_hash; /* core/hash.h */
+struct sl_backend_sparse;
+
+/* What a backend's sparse decode state holds (sparse_create). */
+struct sl_backend_sparse_params {
+    const struct sl_hash *hash; /* query and key functions; read during create only */
+    sl_kv_store_t store;        /* K/V of every layer, borrowed: outlives the state */
+    int32_t n_layer, n_head, n_head_kv, head_dim;
+    int64_t n_ctx;              /* code positions */
+    int64_t max_sel;            /* positions one KV head selects at most (sinks, window, budget) */
+    int64_t n_sink, n_window;   /* always selected */
+    int32_t block;              /* selection granularity (1: tokens) */
+    int64_t cache_bytes;        /* block cache for fetched K/V in the backend's memory; 0: none */
+    bool prefetch;              /* after a layer's fetch, warm its cache with the next layer's
+                                   previous selection (needs the cache) */
+};
+
+struct sl_backend_sparse_stats {
+    int64_t calls;                     /* sparse_decode calls */
+    int64_t selected;                  /* positions attended, summed over calls and KV heads */
+    int64_t rows, row_hits;            /* rows fetched; served by the block cache */
+    int64_t bytes_in;                  /* K/V bytes moved into the backend's memory */
+    int64_t resident_bytes;            /* codes, buffers, cache, hash weights */
+    int64_t code_bytes;                /* of them, the codes */
+};
 
 struct sl_backend {
     const char *name;
@@ -67,6 +98,27 @@ struct sl_backend {
      * out: (n, n_head*head_dim). */
     int (*attention)(struct sl_backend *be, const struct sl_kv_cache *kv, int32_t layer,
                      const float *q, int64_t n, int64_t pos0, int32_t n_head, float *out);
+
+    /* ---- sparse decode in the backend's memory (optional: NULL where memory is the host's) --
+     * core/sparse-attn.c drives these when the backend's memory is not the host's: the key
+     * codes stay resident in the backend's memory (a mirror of the host table, written by
+     * sparse_codes), the full K/V of the sparse layers in a KV store, and one decode token's
+     * attention runs without the host: hash the query, scan, top-k, fetch the selected rows
+     * from the store, attend over them and the token's own row. */
+    int (*sparse_create)(struct sl_backend *be, const struct sl_backend_sparse_params *p,
+                         struct sl_backend_sparse **out);
+    /* Codes of positions [pos0, pos0 + n) of `layer`, host memory laid out (n_head_kv, n, W),
+     * into the resident table. */
+    int (*sparse_codes)(struct sl_backend *be, struct sl_backend_sparse *s, int32_t layer, int64_t pos0,
+                        int64_t n, const uint64_t *codes);
+    /* One token at position P of `layer` (codes of [0, P) resident, K/V of [0, P) in the store):
+     * q (n_head * head_dim), k and v (n_head_kv * head_dim) its own rows, f32 in the backend's
+     * memory; k_sel positions beyond the sinks and window (the budget); out (n_head * head_dim). */
+    int (*sparse_decode)(struct sl_backend *be, struct sl_backend_sparse *s, int32_t layer, const float *q,
+                         const float *k, const float *v, int64_t P, int64_t k_sel, float *out);
+    int (*sparse_stats)(struct sl_backend *be, struct sl_backend_sparse *s, struct sl_backend_sparse_stats *out);
+    void (*sparse_free)(struct sl_backend *be, struct sl_backend_sparse *s); /* NULL s: no-op */
+
     void (*free)(struct sl_backend *be);
 };
 
@@ -74,7 +126,15 @@ struct sl_backend {
  * one on device `device` when gpu is set (SL_ENODEV when this build or machine has none). */
 int sl_backend_create(bool gpu, int32_t device, int n_threads, struct sl_backend **out);
 
+/* Tests only: makes sl_backend_create(gpu = true, ...) call fn instead (builds with and
+ * without CUDA, before any device check), e.g. an emulated device on the CPU. NULL restores
+ * the default. Not thread-safe; set it before creating contexts. */
+void sl_backend_set_device_factory(int (*fn)(int32_t device, int n_threads, struct sl_backend **out));
+
 /* Creates the CPU backend with n_threads (<= 0: one per physical core). */
 int sl_backend_cpu_create(int n_threads, struct sl_backend **out);
 
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -40,6 +40,8 @@ struct sl_context {
     char *kv_path;
     int64_t kv_ram_budget;
     bool kv_resume, kv_in_ram;
+    int32_t gpu_device, n_threads;
+    int64_t kv_device_cache;
     int64_t kv_resume_keep;
     sl_kv_store_t store;
     int32_t ram_layers;        /* layers whose K/V the RAM cache holds: all, or the dense ones */
@@ -69,10 +71,21 @@ static void be_release(void *user, void *p) {
     be->buf_free(be, p);
 }
 
-/* The RAM (or VRAM) KV cache of the first n_layer layers, in the backend's memory. */
-static int kv_alloc(sl_context *ctx, int32_t n_layer, int64_t n_ctx) {
+/* The RAM (or VRAM) KV cache of layers [0, n_layers), in the backend's memory, replacing the
+ * one before (none for 0; its n_ctx stays). */
+static int kv_layers(sl_context *ctx, int32_t n_layers) {
+    int64_t *acct = ctx->be->host_memory ? &ctx->host_bytes : &ctx->device_bytes;
+    const int64_t n_ctx = ctx->kv.n_ctx;
+    *acct -= sl_kv_cache_bytes(&ctx->kv, n_ctx);
+    sl_kv_cache_free(&ctx->kv);
+    ctx->kv.n_ctx = n_ctx;
+    ctx->ram_layers = n_layers;
+    if (n_layers == 0) return 0;
     const struct sl_kv_alloc a = {be_alloc, be_release, ctx->be};
-    return sl_kv_cache_init_in(&ctx->kv, n_layer, ctx->cfg->n_head_kv, ctx->cfg->head_dim, n_ctx, &a);
+    int rc = sl_kv_cache_init_in(&ctx->kv, n_layers, ctx->cfg->n_head_kv, ctx->cfg->head_dim, n_ctx, &a);
+    ctx->kv.n_ctx = n_ctx;
+    if (!rc) *acct += sl_kv_cache_bytes(&ctx->kv, n_ctx);
+    return rc;
 }
 
 int sl_context_create(const sl_model *m, const struct sl_context_params *p, sl_context **out) {
@@ -94,19 +107,21 @@ int sl_context_create(const sl_model *m, const struct sl_context_params *p, sl_c
     ctx->kv_resume = pp.kv_resume;
     ctx->kv_resume_keep = pp.kv_resume_keep;
     ctx->kv_in_ram = pp.kv_path && pp.kv_in_ram;
+    ctx->gpu_device = pp.gpu_device;
+    ctx->n_threads = pp.n_threads;
+    ctx->kv_device_cache = pp.kv_device_cache == 0 ? (int64_t)64 << 20 : pp.kv_device_cache > 0 ? pp.kv_device_cache : 0;
     int rc = sl_backend_create(pp.gpu, pp.gpu_device, pp.n_threads, &ctx->be);
     if (!rc && ctx->be->load_model) rc = ctx->be->load_model(ctx->be, m);
     if (!rc && pp.kv_path && !(ctx->kv_path = strdup(pp.kv_path))) rc = sl_fail(SL_ENOMEM, "out of memory");
-    if (!rc && pp.kv_path && !pp.kv_in_ram) /* the cache holds the dense layers only, sized when the mode is set */
-        ctx->kv.n_ctx = pp.n_ctx;
-    else if (!rc)
-        rc = kv_alloc(ctx, c->n_layer, pp.n_ctx);
+    ctx->kv.n_ctx = pp.n_ctx;
+    /* With a store file the cache holds the dense layers only, and in device memory sparse
+     * attention keeps only those there: sized when the mode is set, or dense at the first eval. */
+    if (!rc && !(pp.kv_path && !pp.kv_in_ram) && ctx->be->host_memory) rc = kv_layers(ctx, c->n_layer);
     if (rc) {
         sl_context_free(ctx);
         return rc;
     }
     int64_t nb = pp.n_batch, q = (int64_t)c->n_head * c->head_dim, kv = (int64_t)c->n_head_kv * c->head_dim;
-    *(ctx->be->host_memory ? &ctx->host_bytes : &ctx->device_bytes) += sl_kv_cache_bytes(&ctx->kv, pp.n_ctx);
     ctx->x = alloc_f32(ctx, nb * c->n_embd);
     ctx->xb = alloc_f32(ctx, nb * c->n_embd);
     ctx->q = alloc_f32(ctx, nb * q);
@@ -194,9 +209,12 @@ static int layer_forward(sl_context *ctx, int32_t il, int64_t n, int64_t pos0) {
         TRY(be->export_f16(be, ctx->v, n * kw, ctx->v16));
         TRY(sl_kv_store_append(ctx->store, il, n, ctx->k16, ctx->v16));
     }
-    if (ctx->sparse) TRY(sl_sparse_add_keys(ctx->sparse, il, pos0, n, ctx->k));
+    if (ctx->sparse) /* the backend's memory may not be the host's: then from the store's f16 copy */
+        TRY(be->host_memory ? sl_sparse_add_keys(ctx->sparse, il, pos0, n, ctx->k)
+                            : sl_sparse_add_keys_f16(ctx->sparse, il, pos0, n, ctx->k16));
     if (sl_sparse_applies(ctx->sparse, il, n)) {
-        struct sl_sparse_kv src = il >= ctx->ram_layers ? (struct sl_sparse_kv){.store = ctx->store, .ck = ctx->k16, .cv = ctx->v16}
+        struct sl_sparse_kv src = il >= ctx->ram_layers ? (struct sl_sparse_kv){.store = ctx->store, .ck = ctx->k16,
+                                                                                .cv = ctx->v16, .k = ctx->k, .v = ctx->v}
                                              : (struct sl_sparse_kv){.cache = &ctx->kv};
         TRY(sl_sparse_attend(ctx->sparse, be, &src, il, ctx->q, n, pos0, ctx->att));
     } else {
@@ -252,6 +270,7 @@ int sl_context_eval(sl_context *ctx, const int32_t *tokens, int64_t n, bool all_
         if (ctx->kv_path && !ctx->store)
             return sl_fail(SL_EINVAL, "K/V in a store file: set the attention mode (sparse, unless the K/V stay "
                                       "in RAM too) before the first eval");
+        if (!ctx->store && !ctx->kv.k) TRY(kv_layers(ctx, c->n_layer)); /* dense in device memory */
         for (int32_t il = 0; il < c->n_layer; il++) {
             int rc = layer_forward(ctx, il, m, pos0);
             if (rc) {
@@ -305,26 +324,25 @@ static int open_store(sl_context *c, int32_t ram_layers, const uint8_t fp[32], s
     sl_kv_store_free(c->store);
     c->store = NULL;
     const int64_t n_ctx = c->kv.n_ctx;
-    sl_kv_cache_free(&c->kv);
-    memset(&c->kv, 0, sizeof c->kv);
-    c->kv.n_ctx = n_ctx;
-    c->ram_layers = ram_layers;
-    if (ram_layers > 0) {
-        int rc = kv_alloc(c, ram_layers, n_ctx);
-        if (rc) return rc;
-    }
+    int rc = kv_layers(c, ram_layers);
+    if (rc) return rc;
     struct sl_kv_shape shape = {.n_layer = cfg->n_layer, .n_head_kv = cfg->n_head_kv, .head_dim = cfg->head_dim,
                                 .dtype = SL_KV_DTYPE_F16, .block_tokens = 16};
     struct sl_kv_store_params sp = sl_kv_store_default_params();
-    sp.tier = SL_KV_TIER_FILE;
     sp.capacity = n_ctx;
+    memcpy(sp.fingerprint, fp, 32);
+    if (sp.max_pending < c->n_batch) sp.max_pending = c->n_batch;
+    if (!c->kv_path) { /* the backend's memory is not the host's: pinned host memory it reads */
+        int rc = sl_kv_store_params_for_device(&sp, c->gpu_device);
+        if (rc && rc != SL_ENODEV) return rc; /* ENODEV: pageable memory, fetched through staging */
+        return sl_kv_store_create(&shape, &sp, &c->store);
+    }
+    sp.tier = SL_KV_TIER_FILE;
     sp.path = c->kv_path;
     sp.overwrite = true;
-    memcpy(sp.fingerprint, fp, 32);
     sp.ram_budget = c->kv_ram_budget;
-    if (sp.max_pending < c->n_batch) sp.max_pending = c->n_batch;
     if (!c->kv_resume) return sl_kv_store_create(&shape, &sp, &c->store);
-    int rc = sl_kv_store_open(&shape, &sp, &c->store);
+    rc = sl_kv_store_open(&shape, &sp, &c->store);
     if (rc) return rc;
     int64_t n = sl_kv_store_n_tokens(c->store);
     if (c->kv_resume_keep < 0 || c->kv_resume_keep > n)
@@ -361,13 +379,23 @@ static int open_store(sl_context *c, int32_t ram_layers, const uint8_t fp[32], s
 
 int sl_context_set_attention(sl_context *c, const struct sl_attn_params *p) {
     if (!c || !p) return sl_fail(SL_EINVAL, "sl_context_set_attention: NULL argument");
-    if (c->n_past > 0)
-        return sl_fail(SL_EINVAL, "the attention mode is set before the first eval (%" PRId64 " positions evaluated)",
-                       c->n_past);
+    /* after evals: only where every position's K/V is in host RAM to hash the keys again from */
+    if (c->n_past > 0 && (c->kv_path || !c->be->host_memory || p->sparse_prefill))
+        return sl_fail(SL_EINVAL, "with a KV store, on a GPU or with sparse prefill the attention mode is set before "
+                                  "the first eval (%" PRId64 " positions evaluated)", c->n_past);
     struct sl_attn_params pp = *p;
-    if (!c->be->host_memory && (p->mode != SL_ATTN_DENSE || c->kv_path))
-        return sl_fail(SL_EUNSUPPORTED, "the %s backend runs dense attention with the K/V in its own memory only "
-                                        "(sparse attention and KV store files are CPU-only for now)", c->be->name);
+    /* the backend's memory is not the host's: dense keeps all K/V there, sparse none of the
+     * sparse layers' (a store holds it) */
+    const bool device = !c->be->host_memory;
+    if (device && p->mode == SL_ATTN_DENSE && c->kv_path)
+        return sl_fail(SL_EUNSUPPORTED, "the %s backend keeps dense attention's K/V in its own memory: a KV store "
+                                        "file needs spotlight or simhash there", c->be->name);
+    if (device && p->mode != SL_ATTN_DENSE) {
+        if (p->mode == SL_ATTN_TOPK_EXACT || p->rerank > 1 || c->kv_in_ram)
+            return sl_fail(SL_EUNSUPPORTED, "on the %s backend sparse attention is spotlight or simhash with the "
+                                            "K/V in a store (no topk-exact, --rerank or ram: tier)", c->be->name);
+        pp.sparse_prefill = true; /* the K/V of the sparse layers is not in device memory */
+    }
     if (c->kv_path && !c->kv_in_ram) {
         if (p->mode != SL_ATTN_SPOTLIGHT && p->mode != SL_ATTN_SIMHASH)
             return sl_fail(SL_EINVAL, "K/V in a store file needs spotlight or simhash attention "
@@ -379,9 +407,18 @@ int sl_context_set_attention(sl_context *c, const struct sl_attn_params *p) {
     int rc = 0;
     if (p->mode != SL_ATTN_DENSE || c->kv_path) rc = sl_model_fingerprint(c->model, fp);
     if (!rc && p->mode != SL_ATTN_DENSE) rc = sl_sparse_create(&pp, c->cfg, fp, c->kv.n_ctx, c->n_batch, &sp);
-    if (rc) return rc;
-    if (c->kv_path) {
+    /* positions already evaluated: their keys hashed from the cache, as a resumed store's are
+     * (the same codes as when hashed at eval: keys are hashed as stored, in f16) */
+    for (int32_t l = 0; !rc && sp && c->n_past > 0 && l < c->cfg->n_layer; l++)
+        for (int32_t h = 0; !rc && h < c->cfg->n_head_kv; h++)
+            rc = sl_sparse_add_head_keys_f16(sp, l, h, 0, c->n_past, sl_kv_cache_k(&c->kv, l, h, 0));
+    if (rc) {
+        sl_sparse_free(sp);
+        return rc;
+    }
+    if (c->kv_path || (device && sp)) {
         rc = open_store(c, c->kv_in_ram ? c->cfg->n_layer : pp.dense_layers, fp, sp);
+        if (!rc && device && sp) rc = sl_sparse_attach_device(sp, c->be, c->store, c->kv_device_cache, c->n_threads);
         if (rc) {
             sl_sparse_free(sp);
             return rc;
@@ -390,10 +427,12 @@ int sl_context_set_attention(sl_context *c, const struct sl_attn_params *p) {
     struct sl_attn_stats st;
     sl_sparse_stats(c->sparse, &st);
     c->host_bytes -= st.code_bytes;
+    c->device_bytes -= sl_sparse_device_bytes(c->sparse);
     sl_sparse_free(c->sparse);
     c->sparse = sp;
     sl_sparse_stats(sp, &st);
     c->host_bytes += st.code_bytes;
+    c->device_bytes += sl_sparse_device_bytes(sp);
     return 0;
 }
 

@@ -83,6 +83,10 @@
 
 #include "spotlight/model.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define SL_HASH_MAGIC "SLHASH01"
 #define SL_HASH_VERSION 1u
 #define SL_HASH_HEADER_BYTES 128u
@@ -235,4 +239,7 @@ int sl_hash_load_bytes(const void *data, size_t n, const uint8_t expect_fingerpr
 void sl_hash_fingerprint(const sl_hash *h, uint8_t out[32]);
 void sl_hash_set_fingerprint(sl_hash *h, const uint8_t fingerprint[32]);
 
+#ifdef __cplusplus
+}
+#endif
 #endif

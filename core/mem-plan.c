@@ -6,6 +6,7 @@
 #include "core/internal.h"
 #include "core/sparse-attn.h"
 #include "gpu/gpu-retrieval.h"
+#include "gpu/gpu-sparse.h"
 #include "spotlight/context.h"
 #include "spotlight/error.h"
 #include "spotlight/quant.h"
@@ -71,8 +72,19 @@ int sl_mem_plan_compute(const sl_model *m, const struct sl_mem_plan_params *p, s
         const int32_t bits = p->attn->mode == SL_ATTN_TOPK_EXACT ? 0 : p->attn->bits;
         int64_t codes = 0, sel = sl_sparse_plan_bytes(p->attn, c, bits, p->n_ctx, p->n_batch, &codes);
         if (sel < 0) return sl_fail(SL_EINVAL, "memory plan: %" PRId64 " positions overflow", p->n_ctx);
-        out->codes = codes;
-        out->work += sel;
+        if (p->gpu && bits > 0) { /* codes mirrored in VRAM with the decode buffers; the host's for prefill */
+            const int64_t dc = p->device_cache_bytes == 0 ? (int64_t)64 << 20 : p->device_cache_bytes > 0 ? p->device_cache_bytes : 0;
+            int64_t dcodes = 0, dev = sl_gpu_sparse_plan_bytes(c->n_layer, c->n_head, c->n_head_kv, c->head_dim, bits,
+                                                               p->attn->block, p->n_ctx,
+                                                               sl_sparse_max_selected(p->attn, p->n_ctx), dc, 16, &dcodes);
+            if (dev < 0) return dev;
+            out->codes = dcodes;
+            out->work += dev - dcodes;
+            out->host_work = codes + sel;
+        } else {
+            out->codes = codes;
+            out->work += sel;
+        }
         const int64_t full = row * c->n_layer * p->n_ctx;
         if (p->kv_file) {
             out->host_kv = p->cache_bytes > 0 ? p->cache_bytes : (int64_t)256 << 20;

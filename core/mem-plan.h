@@ -41,6 +41,7 @@ struct sl_mem_plan_params {
     const struct sl_attn_params *attn;
     bool kv_file;        /* sparse: the full K/V in a store file (else host RAM) */
     int64_t cache_bytes; /* file tier: its RAM cache (0: the store's default, 256 MiB) */
+    int64_t device_cache_bytes; /* gpu, sparse: the VRAM block cache (0: 64 MiB; < 0: none) */
 };
 
 /* Bytes per tier. "fast" is VRAM with gpu, else host RAM. */
@@ -53,6 +54,8 @@ struct sl_mem_plan {
     int64_t work;        /* activations of one chunk, logits, selection buffers */
     int64_t fast_total;  /* the four above */
     int64_t host_kv;     /* gpu, sparse: the full K/V in host RAM; kv_file: the store's cache */
+    int64_t host_work;   /* gpu, sparse: the host's code table and selection buffers (prefill
+                            chunks select there) */
     int64_t disk;        /* sparse with kv_file: the store file */
 };
 

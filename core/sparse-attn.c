@@ -41,6 +41,14 @@ struct sl_sparse {
     sl_kv_ticket_t pticket;
     struct sl_kv_gather pgather[64]; /* its descriptors: the store reads them until it completes */
     struct sl_attn_stats st;
+    /* device mode (sl_sparse_attach_device): decode runs in the backend's memory, prefill
+     * chunks here on the host over the store */
+    struct sl_backend *dev;
+    struct sl_backend_sparse *ds;
+    struct sl_backend *host_be; /* the CPU backend prefill chunks attend with */
+    float *hqry, *hout;         /* (n_batch, hq * d) a chunk's queries and outputs, host copies */
+    uint64_t *cstage;           /* (hkv, n_batch, W) codes on their way to the backend */
+    int64_t dev_bytes;
 };
 
 static double now_s(void) {
@@ -58,6 +66,11 @@ struct sl_attn_params sl_attn_default_params(enum sl_attn_mode mode) {
 void sl_sparse_free(struct sl_sparse *s) {
     if (!s) return;
     sl_sparse_quiesce(s);
+    if (s->dev) s->dev->sparse_free(s->dev, s->ds);
+    if (s->host_be) s->host_be->free(s->host_be);
+    free(s->hqry);
+    free(s->hout);
+    free(s->cstage);
     free(s->last_idx);
     free(s->last_cnt);
     free(s->pk);
@@ -132,6 +145,15 @@ static int load_hash(struct sl_sparse *s, const struct sl_attn_params *p, const 
     return 0;
 }
 
+int64_t sl_sparse_max_selected(const struct sl_attn_params *p, int64_t n_ctx) {
+    /* k at the full context plus the forced ones (when those cover all of [0, P) there are only
+     * P <= that many); kb blocks hold at most k + block positions */
+    int64_t kmax = sl_truth_budget_k(p->budget, n_ctx);
+    if (kmax < p->min_tokens) kmax = p->min_tokens;
+    const int64_t most = kmax * p->rerank + p->block + p->n_sink + p->n_window;
+    return most < n_ctx ? most : n_ctx;
+}
+
 /* Bytes of every buffer sl_sparse_create allocates, so that sl_sparse_plan_bytes (the memory
  * plan) and the allocations cannot drift apart. bits 0: no hash (topk-exact). */
 struct sparse_sizes {
@@ -145,12 +167,7 @@ static int sparse_sizes(const struct sl_attn_params *p, const struct sl_model_co
     memset(z, 0, sizeof *z);
     const int64_t L = cfg->n_layer, hq = cfg->n_head, hkv = cfg->n_head_kv, d = cfg->head_dim, G = hq / hkv;
     const int64_t rows = n_batch > hq ? n_batch : hq;
-    /* k at the full context plus the forced ones (when those cover all of [0, P) there are only
-     * P <= that many); kb blocks hold at most k + block positions */
-    int64_t kmax = sl_truth_budget_k(p->budget, n_ctx);
-    if (kmax < p->min_tokens) kmax = p->min_tokens;
-    const int64_t most = kmax * p->rerank + p->block + p->n_sink + p->n_window;
-    z->max_sel = most < n_ctx ? most : n_ctx;
+    z->max_sel = sl_sparse_max_selected(p, n_ctx);
     const int64_t rows_per_head = z->max_sel + n_batch;
     z->idx = sizeof(int64_t) * (size_t)(hkv * z->max_sel);
     z->cnt = sizeof(int64_t) * (size_t)hkv;
@@ -252,19 +269,47 @@ static uint64_t *codes_at(const struct sl_sparse *s, int32_t layer, int32_t g, i
     return s->codes + (((int64_t)layer * s->hkv + g) * s->n_ctx + pos) * s->W;
 }
 
-int sl_sparse_add_keys(struct sl_sparse *s, int32_t layer, int64_t pos0, int64_t n, const float *k) {
+/* Device mode: codes of [pos0, pos0 + n) of `layer` from the host table to the backend's. */
+static int mirror_codes(struct sl_sparse *s, int32_t layer, int64_t pos0, int64_t n) {
+    const int64_t W = s->W;
+    for (int64_t i = 0; i < n; i += s->n_batch) {
+        const int64_t m = n - i < s->n_batch ? n - i : s->n_batch;
+        for (int32_t g = 0; g < s->hkv; g++)
+            memcpy(s->cstage + (int64_t)g * m * W, codes_at(s, layer, g, pos0 + i), sizeof(uint64_t) * (size_t)(m * W));
+        int rc = s->dev->sparse_codes(s->dev, s->ds, layer, pos0 + i, m, s->cstage);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+/* Keys (n, hkv * d) as f32 values (f16-rounded already when `rounded`) or as f16 bits. */
+static int add_keys(struct sl_sparse *s, int32_t layer, int64_t pos0, int64_t n, const float *k,
+                    const uint16_t *k16) {
     if (!s->hash || layer < s->p.dense_layers) return 0;
-    SL_ASSERT(pos0 >= 0 && pos0 + n <= s->n_ctx);
+    SL_ASSERT(pos0 >= 0 && pos0 + n <= s->n_ctx && n <= s->n_batch);
     for (int32_t g = 0; g < s->hkv; g++) {
-        sl_truth_gather_rows(k, s->hkv, g, s->d, NULL, n, s->rows);
-        /* the f16 value the KV cache and store keep: codes recomputed from stored keys (a
-         * reopened store) are then the same codes */
-        sl_round_to_f16(s->rows, n * s->d);
+        if (k) {
+            sl_truth_gather_rows(k, s->hkv, g, s->d, NULL, n, s->rows);
+            /* the f16 value the KV cache and store keep: codes recomputed from stored keys (a
+             * reopened store) are then the same codes */
+            sl_round_to_f16(s->rows, n * s->d);
+        } else {
+            for (int64_t t = 0; t < n; t++)
+                sl_f16_row_to_f32(k16 + (t * s->hkv + g) * s->d, s->rows + t * s->d, s->d);
+        }
         int rc = sl_hash_encode(sl_hash_key_fn(s->hash, layer, g), s->d, s->bits, s->rows, n,
                                 codes_at(s, layer, g, pos0), s->work);
         if (rc) return rc;
     }
-    return 0;
+    return s->dev ? mirror_codes(s, layer, pos0, n) : 0;
+}
+
+int sl_sparse_add_keys(struct sl_sparse *s, int32_t layer, int64_t pos0, int64_t n, const float *k) {
+    return add_keys(s, layer, pos0, n, k, NULL);
+}
+
+int sl_sparse_add_keys_f16(struct sl_sparse *s, int32_t layer, int64_t pos0, int64_t n, const uint16_t *k) {
+    return add_keys(s, layer, pos0, n, NULL, k);
 }
 
 int sl_sparse_add_head_keys_f16(struct sl_sparse *s, int32_t layer, int32_t g, int64_t pos0, int64_t n,
@@ -470,8 +515,32 @@ static void rerank_head(struct sl_sparse *s, int32_t g, const float *q, int64_t 
     s->cnt[g] = c;
 }
 
+/* Device mode, one decode token: everything in the backend's memory (see backend.h). */
+static int attend_device_decode(struct sl_sparse *s, const struct sl_sparse_kv *kv, int32_t layer, const float *q,
+                                int64_t P, float *out) {
+    int rc = s->dev->sparse_decode(s->dev, s->ds, layer, q, kv->k, kv->v, P, budget_k(s, P), out);
+    if (rc) return rc;
+    s->st.sparse_calls++;
+    s->st.candidates += P * s->hkv;
+    return 0;
+}
+
+static int attend_host(struct sl_sparse *s, struct sl_backend *be, const struct sl_sparse_kv *kv, int32_t layer,
+                       const float *q, int64_t n, int64_t pos0, float *out);
+
 int sl_sparse_attend(struct sl_sparse *s, struct sl_backend *be, const struct sl_sparse_kv *kv, int32_t layer,
                      const float *q, int64_t n, int64_t pos0, float *out) {
+    if (!s->dev) return attend_host(s, be, kv, layer, q, n, pos0, out);
+    if (n == 1) return attend_device_decode(s, kv, layer, q, pos0, out);
+    /* a prefill chunk: its queries to the host, the host path over the store, the result back */
+    const size_t bytes = sizeof(float) * (size_t)(n * s->hq * s->d);
+    int rc = be->download(be, s->hqry, q, bytes);
+    if (!rc) rc = attend_host(s, s->host_be, kv, layer, s->hqry, n, pos0, s->hout);
+    return rc ? rc : be->upload(be, out, s->hout, bytes);
+}
+
+static int attend_host(struct sl_sparse *s, struct sl_backend *be, const struct sl_sparse_kv *kv, int32_t layer,
+                       const float *q, int64_t n, int64_t pos0, float *out) {
     const int32_t d = s->d, G = s->G, hq = s->hq, hkv = s->hkv;
     const int64_t P = pos0, k = budget_k(s, P), rows_per_head = s->max_sel + s->n_batch;
     int64_t forced = (s->p.n_sink < P ? s->p.n_sink : P) + (s->p.n_window < P ? s->p.n_window : P);
@@ -563,6 +632,46 @@ int sl_sparse_attend(struct sl_sparse *s, struct sl_backend *be, const struct sl
 }
 
 void sl_sparse_stats(const struct sl_sparse *s, struct sl_attn_stats *out) {
-    if (s) *out = s->st;
-    else memset(out, 0, sizeof *out);
+    if (!s) {
+        memset(out, 0, sizeof *out);
+        return;
+    }
+    *out = s->st;
+    struct sl_backend_sparse_stats ds;
+    if (s->dev && s->dev->sparse_stats(s->dev, s->ds, &ds) == 0) {
+        out->selected += ds.selected;
+        out->kv_bytes_read += ds.bytes_in;
+        out->kv_cache_hits += ds.row_hits;
+        out->kv_cache_misses += ds.rows - ds.row_hits;
+    }
+}
+
+int64_t sl_sparse_device_bytes(const struct sl_sparse *s) { return s ? s->dev_bytes : 0; }
+
+int sl_sparse_attach_device(struct sl_sparse *s, struct sl_backend *be, sl_kv_store_t store, int64_t cache_bytes,
+                            int n_threads) {
+    SL_ASSERT(!s->dev);
+    if (!be->sparse_create)
+        return sl_fail(SL_EUNSUPPORTED, "the %s backend has no sparse attention", be->name);
+    if (!s->hash) return sl_fail(SL_EUNSUPPORTED, "topk-exact reads every key: not on the %s backend", be->name);
+    if (s->p.rerank > 1) return sl_fail(SL_EUNSUPPORTED, "--rerank is not implemented on the %s backend", be->name);
+    int rc = sl_backend_cpu_create(n_threads, &s->host_be);
+    if (rc) return rc;
+    const size_t chunk = sizeof(float) * (size_t)(s->n_batch * s->hq * s->d);
+    s->hqry = malloc(chunk);
+    s->hout = malloc(chunk);
+    s->cstage = malloc(sizeof(uint64_t) * (size_t)(s->hkv * s->n_batch * s->W));
+    if (!s->hqry || !s->hout || !s->cstage) return sl_fail(SL_ENOMEM, "out of memory");
+    const struct sl_backend_sparse_params bp = {
+        .hash = s->hash, .store = store, .n_layer = s->n_layer, .n_head = s->hq, .n_head_kv = s->hkv, .head_dim = s->d,
+        .n_ctx = s->n_ctx, .max_sel = s->max_sel, .n_sink = s->p.n_sink, .n_window = s->p.n_window,
+        .block = s->p.block, .cache_bytes = cache_bytes, .prefetch = s->p.prefetch || cache_bytes > 0};
+    if ((rc = be->sparse_create(be, &bp, &s->ds))) return rc;
+    s->dev = be;
+    /* what a resumed store brought: its keys were hashed into the host table */
+    const int64_t n = sl_kv_store_n_tokens(store);
+    for (int32_t l = s->p.dense_layers; l < s->n_layer && !rc; l++) rc = mirror_codes(s, l, 0, n);
+    struct sl_backend_sparse_stats ds;
+    if (!rc && !(rc = be->sparse_stats(be, s->ds, &ds))) s->dev_bytes = ds.resident_bytes;
+    return rc;
 }

@@ -35,6 +35,10 @@ int sl_sparse_create(const struct sl_attn_params *p, const struct sl_model_confi
                      const uint8_t fingerprint[32], int64_t n_ctx, int32_t n_batch, struct sl_sparse **out);
 void sl_sparse_free(struct sl_sparse *s);
 
+/* The most earlier positions one KV head's selection holds at a context of n_ctx (sinks,
+ * window, the budget's k times rerank, a block's rounding). */
+int64_t sl_sparse_max_selected(const struct sl_attn_params *p, int64_t n_ctx);
+
 /* What sl_sparse_create allocates for these settings (bits: the hash's code bits, 0 for
  * topk-exact): the key codes into *code_bytes, and everything else as the return value
  * (selection and gather buffers, top-k workspace); SL_ENOMEM when the sizes overflow. */
@@ -44,6 +48,10 @@ int64_t sl_sparse_plan_bytes(const struct sl_attn_params *p, const struct sl_mod
 /* Hashes keys k (n, n_head_kv * head_dim), post-RoPE, of positions pos0.. of a layer into
  * the table (overwriting what a truncated context left there). */
 int sl_sparse_add_keys(struct sl_sparse *s, int32_t layer, int64_t pos0, int64_t n, const float *k);
+
+/* The same from the keys as f16 bits (n, n_head_kv * head_dim), what the KV store appends:
+ * the same codes (sl_sparse_add_keys hashes f16-rounded values). */
+int sl_sparse_add_keys_f16(struct sl_sparse *s, int32_t layer, int64_t pos0, int64_t n, const uint16_t *k);
 
 /* Hashes n stored keys (n, head_dim) f16 of one KV head into the table at pos0.. (what
  * sl_sparse_add_keys computes from the same keys in f32). */
@@ -60,6 +68,8 @@ struct sl_sparse_kv {
     const struct sl_kv_cache *cache; /* RAM mode; NULL with a store */
     sl_kv_store_t store;
     const uint16_t *ck, *cv;
+    const float *k, *v; /* device mode: the chunk's own rows (n, n_head_kv * head_dim) f32 in the
+                           backend's memory, for decode */
 };
 
 /* Attention of n query rows q (n, n_head * head_dim) at positions pos0.. over the earlier
@@ -69,6 +79,20 @@ int sl_sparse_attend(struct sl_sparse *s, struct sl_backend *be, const struct sl
                      const float *q, int64_t n, int64_t pos0, float *out);
 
 void sl_sparse_stats(const struct sl_sparse *s, struct sl_attn_stats *out);
+
+/* Device mode, for a backend whose memory is not the host's (the CUDA one): the key codes get
+ * a resident copy in the backend's memory (kept equal to the host table: every key hashed
+ * from here on is mirrored, and what the store already holds is copied now), and decode
+ * tokens attend there through the backend's sparse ops, the selected K/V fetched from `store`
+ * (cache_bytes of block cache in the backend's memory). Prefill chunks still select and attend
+ * here on the host (a CPU backend of n_threads), their queries downloaded and outputs
+ * uploaded. Call after the store holds what it resumes. SL_EUNSUPPORTED for topk-exact, rerank
+ * above 1 or a backend without sparse ops; then free s. */
+int sl_sparse_attach_device(struct sl_sparse *s, struct sl_backend *be, sl_kv_store_t store, int64_t cache_bytes,
+                            int n_threads);
+
+/* Bytes the device mode holds in the backend's memory (0 otherwise). */
+int64_t sl_sparse_device_bytes(const struct sl_sparse *s);
 
 /* Prefetch (KV store, decode): advance the gather in flight without blocking (call between
  * pieces of compute), or wait for it (before the store changes or goes away). NULL is fine. */

@@ -3,9 +3,8 @@
  * dequantized to bf16 for cuBLAS, norms and biases as f32, the embedding as its raw GGUF bytes
  * (rows are dequantized on lookup). Ops look a tensor's device copy up by its address.
  *
- * Only dense attention over a KV cache in device memory runs here so far; the sparse path
- * (gpu/gpu-retrieval.h, gpu/gpu-fetch.h) is not wired into the engine yet, and the engine
- * refuses it on this backend (core/context.c). */
+ * Dense attention reads a KV cache in device memory; sparse decode (the sparse_* ops) keeps
+ * only the key codes here and fetches the selected K/V from a KV store (gpu/gpu-sparse.h). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,6 +12,7 @@
 #include "core/mem-plan.h"
 #include "gpu/gpu-check.h"
 #include "gpu/gpu-ops.h"
+#include "gpu/gpu-sparse.h"
 #include "gpu/gpu.h"
 #include "spotlight/quant.h"
 
@@ -252,6 +252,31 @@ static int op_attention(struct sl_backend *be, const struct sl_kv_cache *kv, int
                             g->attn_ws, g->attn_bytes, g->stream);
 }
 
+static int op_sparse_create(struct sl_backend *be, const struct sl_backend_sparse_params *p,
+                            struct sl_backend_sparse **out) {
+    return sl_gpu_sparse_create(p, gb(be)->device, out);
+}
+
+static int op_sparse_codes(struct sl_backend *be, struct sl_backend_sparse *s, int32_t layer, int64_t pos0, int64_t n,
+                           const uint64_t *codes) {
+    return sl_gpu_sparse_codes(s, layer, pos0, n, codes, gb(be)->stream);
+}
+
+static int op_sparse_decode(struct sl_backend *be, struct sl_backend_sparse *s, int32_t layer, const float *q,
+                            const float *k, const float *v, int64_t P, int64_t k_sel, float *out) {
+    return sl_gpu_sparse_decode(s, layer, q, k, v, P, k_sel, out, gb(be)->stream);
+}
+
+static int op_sparse_stats(struct sl_backend *be, struct sl_backend_sparse *s, struct sl_backend_sparse_stats *out) {
+    (void)be;
+    return sl_gpu_sparse_stats(s, out);
+}
+
+static void op_sparse_free(struct sl_backend *be, struct sl_backend_sparse *s) {
+    (void)be;
+    sl_gpu_sparse_free(s);
+}
+
 static void op_free(struct sl_backend *be) {
     if (!be) return;
     struct gpu_backend *g = gb(be);
@@ -302,6 +327,11 @@ extern "C" int sl_gpu_backend_create(int device, struct sl_backend **out) {
     g->be.kv_write = op_kv_write;
     g->be.export_f16 = op_export_f16;
     g->be.attention = op_attention;
+    g->be.sparse_create = op_sparse_create;
+    g->be.sparse_codes = op_sparse_codes;
+    g->be.sparse_decode = op_sparse_decode;
+    g->be.sparse_stats = op_sparse_stats;
+    g->be.sparse_free = op_sparse_free;
     g->be.free = op_free;
     int rc = g->map ? create(g, device) : sl_fail(SL_ENOMEM, "out of memory");
     if (rc) {

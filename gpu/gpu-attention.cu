@@ -114,6 +114,7 @@ struct attn_args {
     int64_t n_ctx, n, pos0;
     int32_t n_head, n_head_kv;
     float scale;
+    const int32_t *last; /* decode over gathered rows: KV head g sees [0, last[g]]; else NULL */
     float *out;    /* n_split == 1 */
     float *ws_acc; /* n_split > 1 */
     float2 *ws_ml;
@@ -159,7 +160,7 @@ static __global__ void __launch_bounds__(128) attn_decode_kernel(attn_args a) {
     int64_t g, rho0, rho1;
     sl_attn_cta_rows(&a.plan, blockIdx.x, a.n, a.n_head_kv, rep, &g, &rho0, &rho1);
     const int64_t t = rho0 / rep, k_begin = (int64_t)c * a.plan.chunk;
-    const int64_t k_end = sl_attn_row_end(&a.plan, c, a.pos0, rho0, rep); /* one token: all rows */
+    const int64_t k_end = sl_attn_row_end(&a.plan, c, a.last ? a.last[g] : a.pos0, rho0, rep); /* one token: all rows */
     const int64_t row0 = t * a.n_head + g * rep; /* output row of the group's first head */
 
     const float *qt = a.q + row0 * HD; /* the group's heads are contiguous */
@@ -409,9 +410,30 @@ extern "C" size_t sl_gpu_attention_workspace_bytes(int64_t n, int32_t n_head, in
     return sl_attn_workspace_bytes(n, n_head, head_dim);
 }
 
+static int attention(const float *q, const uint16_t *kc, const uint16_t *vc, int64_t n_ctx, int64_t n, int64_t pos0,
+                     const int32_t *last, int32_t n_head, int32_t n_head_kv, int32_t head_dim, float *out,
+                     void *workspace, size_t workspace_bytes, void *stream);
+
 extern "C" int sl_gpu_attention(const float *q, const uint16_t *kc, const uint16_t *vc, int64_t n_ctx, int64_t n,
                                 int64_t pos0, int32_t n_head, int32_t n_head_kv, int32_t head_dim, float *out,
                                 void *workspace, size_t workspace_bytes, void *stream) {
+    return attention(q, kc, vc, n_ctx, n, pos0, NULL, n_head, n_head_kv, head_dim, out, workspace, workspace_bytes,
+                     stream);
+}
+
+extern "C" int sl_gpu_attention_gathered(const float *q, const uint16_t *kc, const uint16_t *vc, int64_t ld,
+                                         const int32_t *last_dev, int32_t n_head, int32_t n_head_kv, int32_t head_dim,
+                                         float *out, void *workspace, size_t workspace_bytes, void *stream) {
+    if (!last_dev || n_head_kv <= 0 || n_head % n_head_kv || n_head / n_head_kv > SL_ATTN_DECODE_MAX_REP)
+        return sl_fail(SL_EUNSUPPORTED, "sl_gpu_attention_gathered: %d heads over %d KV heads (groups of at most %d)",
+                       n_head, n_head_kv, SL_ATTN_DECODE_MAX_REP);
+    return attention(q, kc, vc, ld, 1, ld - 1, last_dev, n_head, n_head_kv, head_dim, out, workspace, workspace_bytes,
+                     stream);
+}
+
+static int attention(const float *q, const uint16_t *kc, const uint16_t *vc, int64_t n_ctx, int64_t n, int64_t pos0,
+                     const int32_t *last, int32_t n_head, int32_t n_head_kv, int32_t head_dim, float *out,
+                     void *workspace, size_t workspace_bytes, void *stream) {
     if (!q || !kc || !vc || !out || n < 0 || pos0 < 0 || n_ctx <= 0 || n_head <= 0 || n_head_kv <= 0 ||
         n_head % n_head_kv || n > INT32_MAX / n_head || ((uintptr_t)kc | (uintptr_t)vc) & 15 ||
         (workspace && ((uintptr_t)workspace & 15)))
@@ -434,6 +456,7 @@ extern "C" int sl_gpu_attention(const float *q, const uint16_t *kc, const uint16
     a.n_ctx = n_ctx;
     a.n = n;
     a.pos0 = pos0;
+    a.last = last;
     a.n_head = n_head;
     a.n_head_kv = n_head_kv;
     a.scale = 1.0f / sqrtf((float)head_dim); /* as the CPU */

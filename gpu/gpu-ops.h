@@ -157,6 +157,16 @@ int sl_gpu_attention(const float *q, const uint16_t *kc, const uint16_t *vc, int
                      int32_t n_head, int32_t n_head_kv, int32_t head_dim, float *out, void *workspace,
                      size_t workspace_bytes, void *stream);
 
+/* One decode token's attention over gathered rows: KV head g's rows [0, last_dev[g]] of kc, vc
+ * (n_head_kv, ld, head_dim) f16, last_dev (n_head_kv) int32 in device memory (so a selection
+ * the device made needs no host round trip), each 0 <= last_dev[g] < ld; q, out as
+ * sl_gpu_attention with n = 1. The decode kernel only: GQA groups of at most
+ * SL_ATTN_DECODE_MAX_REP heads (else SL_EUNSUPPORTED). Rows past last_dev[g] are never read
+ * into a result (they may hold anything). Same tolerance as sl_gpu_attention. */
+int sl_gpu_attention_gathered(const float *q, const uint16_t *kc, const uint16_t *vc, int64_t ld,
+                              const int32_t *last_dev, int32_t n_head, int32_t n_head_kv, int32_t head_dim,
+                              float *out, void *workspace, size_t workspace_bytes, void *stream);
+
 #ifdef __cplusplus
 }
 #endif

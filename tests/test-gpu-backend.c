@@ -128,14 +128,3 @@ Test(gpu_backend, default_model_logits_match_the_cpu) {
     compare(m, 0.03, 24, 6);
     sl_model_free(m);
 }
-
-Test(gpu_backend, sparse_modes_are_refused_with_a_reason) {
-    require_gpu();
-    sl_model *m = tiny_model("llama");
-    sl_context *gpu = make(m, true, 256);
-    struct sl_attn_params a = sl_attn_default_params(SL_ATTN_SIMHASH);
-    cr_assert_eq(sl_context_set_attention(gpu, &a), SL_EUNSUPPORTED);
-    cr_assert(strstr(sl_error_detail(), "cuda"), "%s", sl_error_detail());
-    sl_context_free(gpu);
-    sl_model_free(m);
-}

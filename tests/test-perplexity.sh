@@ -26,5 +26,28 @@ while IFS=$'\t' read -r model text sha ctx chunks ref; do
     fail=$((fail + 1))
   fi
 done <"$fixture"
+# --also: several attention settings scored on one prefill per chunk give exactly what separate
+# runs give (the attention switched after the prefill rehashes the prefix's keys).
+text="$cache/corpus/heldout/austen-persuasion.txt"
+model=$(awk -F'\t' '$1 !~ /^#/ {print $1; exit}' "$fixture")
+run() { "$bin" perplexity -m "$cache/$model" -f "$text" -c 384 --chunks 2 --decode-last 24 -t 1 --json "$@"; }
+both=$(run --also "--attn simhash --budget 5%" --also "--attn topk-exact --budget 10% --min-tokens 16" |
+       python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["ppl"], *[a["ppl"] for a in d["also"]])')
+apart="$(run | python3 -c 'import json,sys; print(json.load(sys.stdin)["ppl"])') \
+$(run --attn simhash --budget 5% | python3 -c 'import json,sys; print(json.load(sys.stdin)["ppl"])') \
+$(run --attn topk-exact --budget 10% --min-tokens 16 | python3 -c 'import json,sys; print(json.load(sys.stdin)["ppl"])')"
+if [ -n "$both" ] && [ "$both" = "$apart" ]; then
+  echo "ok: --also equals separate runs: $both"
+  pass=$((pass + 1))
+else
+  echo "FAIL: --also gives '$both', separate runs '$apart'"
+  fail=$((fail + 1))
+fi
+if "$bin" perplexity -m "$cache/$model" -f "$text" --also "--attn simhash" 2>/dev/null; then
+  echo "FAIL: --also without --decode-last was accepted"
+  fail=$((fail + 1))
+else
+  pass=$((pass + 1))
+fi
 echo "perplexity: $pass passed, $fail failed"
 [ "$fail" = 0 ] && [ "$pass" -gt 0 ]

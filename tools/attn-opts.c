@@ -11,7 +11,7 @@
 #include "tools/cli.h"
 
 enum { O_ATTN = ATTN_OPT_FIRST, O_BUDGET, O_MINTOK, O_SINKS, O_WINDOW, O_DENSE, O_BITS, O_HASH, O_SPREFILL, O_KV,
-       O_CACHE_MB, O_BLOCK, O_RESUME, O_RERANK, O_PREFETCH, O_GPU, O_VRAM };
+       O_CACHE_MB, O_BLOCK, O_RESUME, O_RERANK, O_PREFETCH, O_GPU, O_VRAM, O_VRAM_CACHE };
 
 void attn_opts_init(struct attn_opts *a) {
     a->p = sl_attn_default_params(SL_ATTN_DENSE);
@@ -24,6 +24,7 @@ void attn_opts_init(struct attn_opts *a) {
     a->gpu = false;
     a->gpu_device = 0;
     a->vram_budget = 0;
+    a->vram_cache = 0;
 }
 
 void attn_opts_context(const struct attn_opts *a, struct sl_context_params *cp) {
@@ -34,6 +35,7 @@ void attn_opts_context(const struct attn_opts *a, struct sl_context_params *cp) 
     cp->kv_resume_keep = a->kv_resume_keep;
     cp->gpu = a->gpu;
     cp->gpu_device = a->gpu_device;
+    cp->kv_device_cache = a->vram_cache;
 }
 
 void attn_opts_table(const struct option *base, int n_base, struct option *opts) {
@@ -48,7 +50,7 @@ void attn_opts_table(const struct option *base, int n_base, struct option *opts)
         {"cache-mb", required_argument, 0, O_CACHE_MB}, {"block", required_argument, 0, O_BLOCK},
         {"resume", optional_argument, 0, O_RESUME}, {"rerank", required_argument, 0, O_RERANK},
         {"prefetch", no_argument, 0, O_PREFETCH}, {"gpu", optional_argument, 0, O_GPU},
-        {"vram-mb", required_argument, 0, O_VRAM}};
+        {"vram-mb", required_argument, 0, O_VRAM}, {"vram-cache-mb", required_argument, 0, O_VRAM_CACHE}};
     for (int i = 0; i < ATTN_OPT_COUNT; i++) opts[n++] = mine[i];
     opts[n] = (struct option){0, 0, 0, 0};
 }
@@ -124,6 +126,10 @@ int attn_opts_parse(const char *cmd, int c, const char *arg, struct attn_opts *a
         if (cli_parse_i64(cmd, "--vram-mb", arg, 1, 1 << 24, &v)) return 2;
         a->vram_budget = v << 20;
         return 0;
+    case O_VRAM_CACHE:
+        if (cli_parse_i64(cmd, "--vram-cache-mb", arg, 0, 1 << 24, &v)) return 2;
+        a->vram_cache = v ? v << 20 : -1;
+        return 0;
     case O_RERANK:
         if (cli_parse_i64(cmd, "--rerank", arg, 1, 64, &v)) return 2;
         a->p.rerank = (int32_t)v;
@@ -170,10 +176,13 @@ void attn_opts_usage(FILE *f) {
                "      --resume[=N]        reopen the --kv store a previous run left and continue after its\n"
                "                          tokens (the prompt is appended, without BOS; same attention options);\n"
                "                          =N: after its first N tokens, dropping the rest from the store\n"
-               "      --gpu[=N]           run on CUDA device N (default 0): weights and K/V in VRAM, dense\n"
-               "                          attention (the sparse path on the GPU is not wired in yet)\n"
+               "      --gpu[=N]           run on CUDA device N (default 0): weights in VRAM; dense keeps\n"
+               "                          all K/V there, spotlight/simhash only the key codes (the K/V in\n"
+               "                          pinned host memory, or the --kv file; decode fetches what it selects)\n"
                "      --vram-mb N         with --gpu: check the run fits N MiB of VRAM first (weights, K/V,\n"
-               "                          codes, buffers), else say how long a context would fit\n");
+               "                          codes, buffers), else say how long a context would fit\n"
+               "      --vram-cache-mb N   with --gpu and sparse attention: VRAM block cache for fetched K/V\n"
+               "                          (default 64; 0: none)\n");
 }
 
 int attn_opts_apply(const char *cmd, struct attn_opts *a, sl_context *ctx, const char *model_path) {
@@ -222,7 +231,8 @@ int attn_opts_check_memory(const char *cmd, const struct attn_opts *a, const sl_
         return -1;
     }
     struct sl_mem_plan_params p = {.gpu = true, .n_ctx = cp->n_ctx, .n_batch = cp->n_batch, .attn = &a->p,
-                                   .kv_file = a->kv_path && !a->kv_in_ram, .cache_bytes = a->kv_ram_budget};
+                                   .kv_file = a->kv_path && !a->kv_in_ram, .cache_bytes = a->kv_ram_budget,
+                                   .device_cache_bytes = a->vram_cache};
     struct sl_mem_plan pl;
     if (sl_mem_plan_compute(m, &p, &pl)) {
         fprintf(stderr, "spotlight %s: %s\n", cmd, sl_error_detail());

@@ -3,7 +3,7 @@
  *   --attn dense|spotlight|simhash|topk-exact  --budget 2%|0.02  --min-tokens N  --sinks N
  *   --window N  --dense-layers N  --bits B  --hash FILE  --block N  --rerank R  --sparse-prefill
  *   --kv ram|ram:PATH|file:PATH  --cache-mb N  --resume  --prefetch   (where K/V live: context params, see context.h)
- *   --gpu[=N]  --vram-mb N                      (the backend: context params; a memory plan) */
+ *   --gpu[=N]  --vram-mb N  --vram-cache-mb N                     (the backend: context params; a memory plan) */
 #ifndef SL_TOOLS_ATTN_OPTS_H
 #define SL_TOOLS_ATTN_OPTS_H
 
@@ -14,7 +14,7 @@
 
 /* getopt_long codes of the options: ATTN_OPT_FIRST .. ATTN_OPT_FIRST + ATTN_OPT_COUNT - 1. */
 #define ATTN_OPT_FIRST 1000
-#define ATTN_OPT_COUNT 17
+#define ATTN_OPT_COUNT 18
 
 struct attn_opts {
     struct sl_attn_params p;
@@ -27,6 +27,8 @@ struct attn_opts {
     bool gpu;               /* --gpu[=N]: the CUDA backend on device gpu_device */
     int32_t gpu_device;
     int64_t vram_budget;    /* --vram-mb, in bytes; 0: no check */
+    int64_t vram_cache;     /* --vram-cache-mb, in bytes: the GPU's block cache for fetched K/V
+                               (0: the default 64 MiB; -1: none) */
 };
 
 void attn_opts_init(struct attn_opts *a);

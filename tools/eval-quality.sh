@@ -9,7 +9,11 @@
 #   3. passkey retrieval at several lengths and depths (tools/quality/passkey.py, filler from
 #      a held-out document), success = the key appears in the greedy answer.
 #
-#   tools/eval-quality.sh [--quick] [-o FILE]     (default FILE bench/results/quality.md)
+#   tools/eval-quality.sh [--quick] [--fresh] [-o FILE]   (default FILE bench/results/quality.md)
+#
+# Every measurement's JSON is kept in the cache (eval-quality/, one folder per spotlight binary,
+# so a rebuild starts over) and reused on a rerun: an interrupted run goes on where it stopped.
+# --fresh: measure everything again.
 #
 # --quick: 2K context, 2% budget, fewer chunks and passkeys (a few minutes); the full run
 # (2K/4K/8K, 2/5/10%) takes about an hour on 2 cores. Needs the hash file (tools/make-hash.sh)
@@ -17,12 +21,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=0
+fresh=0
 out=bench/results/quality.md
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) quick=1 ;;
+    --fresh) fresh=1 ;;
     -o) out=$2; shift ;;
-    *) echo "usage: tools/eval-quality.sh [--quick] [-o FILE]" >&2; exit 2 ;;
+    *) echo "usage: tools/eval-quality.sh [--quick] [--fresh] [-o FILE]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -52,6 +58,19 @@ mode_args() {
 }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+# measured NAME OUT CMD...: CMD's stdout (a JSON) into OUT, from the cache when NAME was measured
+# by this binary before; a run that fails or is cut off leaves nothing in the cache.
+work="$cache/eval-quality/$(sha256sum "$bin" | cut -c1-16)"
+[ "$fresh" = 1 ] && rm -rf "$work"
+mkdir -p "$work"
+measured() {
+  local name=$1 dst=$2; shift 2
+  if [ ! -s "$work/$name.json" ]; then
+    "$@" >"$work/$name.part" 2>"$work/$name.err" || { echo "eval-quality: $name failed: $(tail -1 "$work/$name.err")" >&2; exit 1; }
+    mv "$work/$name.part" "$work/$name.json"
+  fi
+  cp "$work/$name.json" "$dst"
+}
 mkdir -p "$(dirname "$out")"
 json() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$@"; }
 
@@ -62,27 +81,30 @@ echo "$(date -u '+%Y-%m-%d %H:%M') UTC; \`tools/eval-quality.sh$([ "$quick" = 1 
 echo
 echo "## Perplexity of generation at depth"
 echo
-echo "Each C-token chunk of $(basename "$ppl_text"): prefill of C-$decode_last tokens (dense), then the last $decode_last tokens one at a time through decode; only those are scored. Same tokens for every row."
+echo "Each C-token chunk of $(basename "$ppl_text"): prefill of C-$decode_last tokens (dense), then the last $decode_last tokens one at a time through decode; only those are scored. Same tokens for every row; each context is one \`spotlight perplexity --also\` run, every sparse row decoding again from the same prefill (the numbers separate runs give, as tests/test-perplexity.sh checks)."
 echo
 echo "| context | chunks | attention | budget | PPL | vs dense |"
 echo "|---|---|---|---|---|---|"
 } >"$tmp/ppl.md"
 for c in $ctxs; do
   chunks=$(( (quick == 1 ? 2 : 4) * 2048 / c )); [ "$chunks" -lt 1 ] && chunks=1
-  "$bin" perplexity -f "$ppl_text" -c "$c" --chunks "$chunks" --decode-last "$decode_last" --json >"$tmp/d.json" 2>/dev/null
-  dense=$(json "$tmp/d.json" ppl)
-  printf '| %s | %s | dense | — | %.3f | |\n' "$c" "$chunks" "$dense" >>"$tmp/ppl.md"
-  for m in $modes; do
-    for b in $budgets; do
-      # shellcheck disable=SC2046
-      "$bin" perplexity -f "$ppl_text" -c "$c" --chunks "$chunks" --decode-last "$decode_last" $(mode_args "$m") --budget "$b" \
-        --json >"$tmp/s.json" 2>/dev/null
-      p=$(json "$tmp/s.json" ppl)
-      printf '| %s | %s | %s | %s | %.3f | %+.1f%% |\n' "$c" "$chunks" "$m" "$b" "$p" \
-        "$(python3 -c "print(100 * ($p / $dense - 1))")" >>"$tmp/ppl.md"
-      echo "eval-quality: ppl c=$c $m $b: $p (dense $dense)" >&2
-    done
-  done
+  # one run per context: dense, then every mode and budget again on the same prefill (--also)
+  also=()
+  for m in $modes; do for b in $budgets; do also+=(--also "$(mode_args "$m") --budget $b"); done; done
+  measured "ppl-$c-$chunks-$decode_last-$(echo "$modes $budgets" | tr ' %+' '_pP')" "$tmp/p.json" \
+    "$bin" perplexity -f "$ppl_text" -c "$c" --chunks "$chunks" --decode-last "$decode_last" --json "${also[@]}"
+  python3 - "$tmp/p.json" "$c" "$chunks" "$modes" "$budgets" >>"$tmp/ppl.md" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+c, chunks, modes, budgets = sys.argv[2], sys.argv[3], sys.argv[4].split(), sys.argv[5].split()
+print(f"| {c} | {chunks} | dense | — | {d['ppl']:.3f} | |")
+runs = iter(d["also"])
+for m in modes:
+    for b in budgets:
+        p = next(runs)["ppl"]
+        print(f"| {c} | {chunks} | {m} | {b} | {p:.3f} | {100 * (p / d['ppl'] - 1):+.1f}% |")
+PY
+  echo "eval-quality: perplexity at $c done" >&2
 done
 
 {
@@ -96,12 +118,13 @@ echo "|---|---|---|---|---|"
 } >"$tmp/cont.md"
 for c in $ctxs; do
   head -c $(( c * 4 - 600 )) "$cont_text" >"$tmp/prompt.txt"
-  "$bin" generate -f "$tmp/prompt.txt" -c $(( c + cont_n + 64 )) -n "$cont_n" --temp 0 --json >"$tmp/gd.json" 2>/dev/null
+  measured "cont-$c-$cont_n-dense" "$tmp/gd.json" \
+    "$bin" generate -f "$tmp/prompt.txt" -c $(( c + cont_n + 64 )) -n "$cont_n" --temp 0 --json
   for m in $modes; do
     for b in $budgets; do
       # shellcheck disable=SC2046
-      "$bin" generate -f "$tmp/prompt.txt" -c $(( c + cont_n + 64 )) -n "$cont_n" --temp 0 $(mode_args "$m") --budget "$b" \
-        --json >"$tmp/gs.json" 2>/dev/null
+      measured "cont-$c-$cont_n-$m-$b" "$tmp/gs.json" \
+        "$bin" generate -f "$tmp/prompt.txt" -c $(( c + cont_n + 64 )) -n "$cont_n" --temp 0 $(mode_args "$m") --budget "$b" --json
       read -r match rouge < <(python3 tools/quality/agreement.py "$tmp/gd.json" "$tmp/gs.json")
       printf '| %s | %s | %s | %s | %s |\n' "$c" "$m" "$b" "$match" "$rouge" >>"$tmp/cont.md"
     done
@@ -125,7 +148,8 @@ for len in $pk_lens; do
     row="| $len | $depth |"
     for m in dense $modes; do
       args=(); [ "$m" != dense ] && read -r -a args <<<"$(mode_args "$m") --budget $b1"
-      "$bin" generate -f "$tmp/pk.txt" -c $(( len * 2 + 64 )) -n 8 --temp 0 "${args[@]}" --json >"$tmp/pk.json" 2>/dev/null
+      measured "pk-$len-$depth-$m-$b1" "$tmp/pk.json" \
+        "$bin" generate -f "$tmp/pk.txt" -c $(( len * 2 + 64 )) -n 8 --temp 0 "${args[@]}" --json
       if json "$tmp/pk.json" text | grep -q "$key"; then row="$row ✓ |"; ok_total[$m]=$(( ${ok_total[$m]:-0} + 1 ))
       else row="$row ✗ |"; fi
     done

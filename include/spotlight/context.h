@@ -45,10 +45,17 @@ struct sl_context_params {
      * rest from the store (to go on from an earlier point); 0 keeps them all. */
     int64_t kv_resume_keep;
     /* The CUDA backend on device gpu_device instead of the CPU (SL_ENODEV when the build or
-     * the machine has none): weights and the KV cache in device memory, dense attention only
-     * for now (sl_context_set_attention refuses the rest). */
+     * the machine has none): weights, activations and the dense layers' K/V in device memory.
+     * Dense attention keeps every layer's K/V there. Spotlight and simhash keep only the key
+     * codes there: the full K/V goes to a KV store, the file kv_path or, without one, pinned
+     * host memory; decode tokens select and fetch on the device, prefill chunks attend
+     * sparsely on the host (sparse_prefill implied). topk-exact, rerank and kv_in_ram are
+     * CPU-only. */
     bool gpu;
     int32_t gpu_device;
+    /* GPU sparse attention: device memory for a block cache of fetched K/V (0: 64 MiB;
+     * negative: no cache). */
+    int64_t kv_device_cache;
 };
 
 struct sl_context_params sl_context_default_params(void);
@@ -123,6 +130,13 @@ struct sl_attn_params {
 /* Spotlight defaults: budget 2%, at least 64 tokens, 4 sinks, 64 recent, 2 dense layers, 64 bits,
  * token-level selection. */
 struct sl_attn_params sl_attn_default_params(enum sl_attn_mode mode);
+/* Before the first eval; or later, to compare modes on one prefill, when every position's K/V
+ * is in host RAM (no kv_path, the CPU backend) and the new mode has no sparse prefill: the keys
+ * evaluated so far are hashed again from the cache (the codes hashing at eval gives). What
+ * follows is then exactly what a context running the new mode from the start computes, as
+ * long as the positions kept were evaluated as it would have: a prefill (dense in every mode
+ * without sparse prefill), not decode tokens of another sparse mode (sl_context_truncate them
+ * first). Statistics start over. */
 int sl_context_set_attention(sl_context *c, const struct sl_attn_params *p);
 
 /* Retrieval statistics since the context was created (zeros in dense mode), for decode
