@@ -416,19 +416,25 @@ int sl_context_set_attention(sl_context *c, const struct sl_attn_params *p) {
         sl_sparse_free(sp);
         return rc;
     }
-    if (c->kv_path || (device && sp)) {
-        rc = open_store(c, c->kv_in_ram ? c->cfg->n_layer : pp.dense_layers, fp, sp);
-        if (!rc && device && sp) rc = sl_sparse_attach_device(sp, c->be, c->store, c->kv_device_cache, c->n_threads);
-        if (rc) {
-            sl_sparse_free(sp);
-            return rc;
-        }
-    }
+    /* the old mode's state goes first: on the GPU it borrows the store replaced below */
     struct sl_attn_stats st;
     sl_sparse_stats(c->sparse, &st);
     c->host_bytes -= st.code_bytes;
     c->device_bytes -= sl_sparse_device_bytes(c->sparse);
     sl_sparse_free(c->sparse);
+    c->sparse = NULL;
+    if (c->kv_path || (device && sp)) {
+        rc = open_store(c, c->kv_in_ram ? c->cfg->n_layer : pp.dense_layers, fp, sp);
+        if (!rc && device && sp) rc = sl_sparse_attach_device(sp, c->be, c->store, c->kv_device_cache, c->n_threads);
+    } else if (device && c->store) { /* dense again in device memory: every layer's K/V there (first eval) */
+        sl_kv_store_free(c->store);
+        c->store = NULL;
+        rc = kv_layers(c, 0);
+    }
+    if (rc) {
+        sl_sparse_free(sp);
+        return rc;
+    }
     c->sparse = sp;
     sl_sparse_stats(sp, &st);
     c->host_bytes += st.code_bytes;

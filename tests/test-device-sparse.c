@@ -321,3 +321,30 @@ Test(device_sparse, device_refuses_what_it_cannot_run) {
     sl_context_free(c);
     sl_model_free(m);
 }
+
+/* Sparse, then dense again before the first eval: the store goes, every layer's K/V comes back
+ * to device memory, and the run is the dense CPU run. */
+Test(device_sparse, back_to_dense_keeps_every_layer_on_the_device) {
+    sl_model *m = tiny_model();
+    const int64_t V = sl_model_config(m)->n_vocab;
+    struct run cpu;
+    run(m, false, NULL, NULL, &cpu);
+    struct sl_context_params cp = sl_context_default_params();
+    cp.n_ctx = 512, cp.n_batch = 64, cp.n_threads = 2, cp.gpu = true;
+    sl_context *c;
+    OK(sl_context_create(m, &cp, &c));
+    struct sl_attn_params a = sparse_params(SL_ATTN_SIMHASH, 1);
+    OK(sl_context_set_attention(c, &a));
+    a = sl_attn_default_params(SL_ATTN_DENSE);
+    OK(sl_context_set_attention(c, &a));
+    int32_t prompt[N_PROMPT];
+    for (int64_t i = 0; i < N_PROMPT; i++) prompt[i] = (int32_t)(1 + (i * 7919) % (V - 1));
+    OK(sl_context_eval(c, prompt, N_PROMPT, false));
+    for (int s = 0; s <= STEPS; s++) {
+        cr_assert_arr_eq(sl_context_logits(c), cpu.logits + s * V, sizeof(float) * (size_t)V, "step %d", s);
+        if (s < STEPS) OK(sl_context_eval(c, &cpu.toks[s], 1, false));
+    }
+    free(cpu.logits);
+    sl_context_free(c);
+    sl_model_free(m);
+}

@@ -1,9 +1,12 @@
 /* Sparse decode on the CUDA backend against the CPU's: a context on the GPU with spotlight or
  * simhash attention (codes in VRAM, the K/V in pinned host memory or a store file, fetched per
  * token) gives the logits of the CPU context with the same attention and its K/V in a store
- * file, within the GPU's bf16 tolerance, and selects the same number of positions (at block
- * level the count depends on which blocks were chosen). Prefill chunks run the host path on
- * both, so the stores hold the same K/V up to the GPU's activations. Skips without a device. */
+ * file, within the GPU's bf16 tolerance, and selects as many positions (exactly at token
+ * level; at block level the count depends on which blocks were chosen, and bf16 activations
+ * may tip a near tie). That the GPU's selection equals the CPU's on equal codes is
+ * test-gpu-retrieval's; the engine's device path against the CPU, bit for bit, is
+ * test-device-sparse's (an emulated device). Prefill chunks run the host path on both, so the
+ * stores hold the same K/V up to the GPU's activations. Skips without a device. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -97,8 +100,14 @@ static void compare(const sl_model *m, const struct sl_attn_params *a, bool gpu_
     cr_assert_eq(sg.sparse_calls, sc.sparse_calls);
     cr_assert_eq(sg.candidates, sc.candidates);
     cr_assert_lt(sg.selected, sg.candidates, "the budget must drop positions for the test to mean anything");
-    cr_assert_eq(sg.selected, sc.selected, "positions selected: GPU %lld, CPU %lld", (long long)sg.selected,
-                 (long long)sc.selected);
+    /* token level: the count is forced + k whatever was chosen; block level it depends on the
+     * blocks, which bf16 activations may tip where two blocks score alike */
+    if (a->block == 1)
+        cr_assert_eq(sg.selected, sc.selected, "positions selected: GPU %lld, CPU %lld", (long long)sg.selected,
+                     (long long)sc.selected);
+    else
+        cr_assert_lt(fabs((double)sg.selected / (double)sc.selected - 1), 0.05, "positions selected: GPU %lld, CPU %lld",
+                     (long long)sg.selected, (long long)sc.selected);
     cr_assert_gt(sg.kv_bytes_read, 0, "the GPU fetched no K/V");
     cr_assert_gt(sl_context_device_bytes(gpu), 0);
     free(toks);

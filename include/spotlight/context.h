@@ -136,7 +136,7 @@ struct sl_attn_params sl_attn_default_params(enum sl_attn_mode mode);
  * follows is then exactly what a context running the new mode from the start computes, as
  * long as the positions kept were evaluated as it would have: a prefill (dense in every mode
  * without sparse prefill), not decode tokens of another sparse mode (sl_context_truncate them
- * first). Statistics start over. */
+ * first). Statistics start over. On failure the context is left attending densely. */
 int sl_context_set_attention(sl_context *c, const struct sl_attn_params *p);
 
 /* Retrieval statistics since the context was created (zeros in dense mode), for decode
