@@ -8,8 +8,9 @@
  * measurements of the same run:
  *   base  the engine's own decode step (sl_context_eval of one token, the whole model on the
  *         GPU) at a 4K context, dense and sparse (simhash 64 bits, the K/V in pinned host
- *         memory: every per-layer cost of the sparse step - the K/V export to the store, the
- *         key hashed on the host, its code uploaded - is in it);
+ *         memory: every fixed cost of the sparse step - the K/V staged per layer, then sent to
+ *         the store, the keys hashed on the host and their codes uploaded once per token - is
+ *         in it);
  *   layer one layer's attention at N positions with synthetic K/V: dense sl_gpu_attention over
  *         the layer's K/V in VRAM, Spotlight sl_gpu_sparse_decode (query hash, scan, top-k,
  *         fetch from a pinned host store through the VRAM cache, attention) over N positions;

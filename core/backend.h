@@ -61,6 +61,8 @@ struct sl_backend {
     void (*buf_free)(struct sl_backend *be, void *p);
     int (*upload)(struct sl_backend *be, void *dst, const void *src, size_t bytes);
     int (*download)(struct sl_backend *be, void *dst, const void *src, size_t bytes);
+    /* Within the backend's memory, queued in order with the ops. */
+    int (*copy)(struct sl_backend *be, void *dst, const void *src, size_t bytes);
     /* Makes a model's tensors usable by the ops that take them (a device copy of the weights,
      * made once); NULL: the ops read the model's mapped tensors directly. */
     int (*load_model)(struct sl_backend *be, const sl_model *m);
@@ -111,6 +113,9 @@ struct sl_backend {
      * into the resident table. */
     int (*sparse_codes)(struct sl_backend *be, struct sl_backend_sparse *s, int32_t layer, int64_t pos0,
                         int64_t n, const uint64_t *codes);
+    /* One position's codes of every layer, host memory laid out (n_layer, n_head_kv, W) (the
+     * dense layers' rows are ignored): what a decode token adds, in one transfer. */
+    int (*sparse_codes_at)(struct sl_backend *be, struct sl_backend_sparse *s, int64_t pos, const uint64_t *codes);
     /* One token at position P of `layer` (codes of [0, P) resident, K/V of [0, P) in the store):
      * q (n_head * head_dim), k and v (n_head_kv * head_dim) its own rows, f32 in the backend's
      * memory; k_sel positions beyond the sinks and window (the budget); out (n_head * head_dim). */

@@ -46,6 +46,10 @@ struct sl_context {
     sl_kv_store_t store;
     int32_t ram_layers;        /* layers whose K/V the RAM cache holds: all, or the dense ones */
     uint16_t *k16, *v16;       /* (n_batch, n_head_kv * head_dim) the chunk's K/V in f16 */
+    /* a decode token on a device with a store: its K/V of every layer, kept in the backend's
+     * memory until the last layer, then to the store and the hash in one transfer each */
+    float *kstage, *vstage;    /* (n_layer, n_head_kv * head_dim), backend memory */
+    uint16_t *k16all, *v16all; /* the same in f16, host */
     uint32_t *tags;            /* (n_batch) token ids committed with the positions */
 };
 
@@ -138,10 +142,17 @@ int sl_context_create(const sl_model *m, const struct sl_context_params *p, sl_c
     ctx->k16 = malloc(sizeof(uint16_t) * (size_t)(nb * kv));
     ctx->v16 = malloc(sizeof(uint16_t) * (size_t)(nb * kv));
     ctx->tags = malloc(sizeof(uint32_t) * (size_t)nb);
+    if (!ctx->be->host_memory) {
+        ctx->kstage = alloc_f32(ctx, (int64_t)c->n_layer * kv);
+        ctx->vstage = alloc_f32(ctx, (int64_t)c->n_layer * kv);
+        ctx->k16all = malloc(sizeof(uint16_t) * (size_t)(c->n_layer * kv));
+        ctx->v16all = malloc(sizeof(uint16_t) * (size_t)(c->n_layer * kv));
+    }
     ctx->host_bytes += (int64_t)(2 * sizeof(uint16_t) * (size_t)(nb * kv) + sizeof(uint32_t) * (size_t)nb);
     if (!ctx->x || !ctx->xb || !ctx->q || !ctx->k || !ctx->v || !ctx->att || !ctx->proj ||
         !ctx->gate || !ctx->up || !ctx->logits || (!ctx->be->host_memory && !ctx->logits_be) || !ctx->k16 ||
-        !ctx->v16 || !ctx->tags) {
+        !ctx->v16 || !ctx->tags ||
+        (!ctx->be->host_memory && (!ctx->kstage || !ctx->vstage || !ctx->k16all || !ctx->v16all))) {
         sl_context_free(ctx);
         return sl_fail(SL_ENOMEM, "cannot allocate activations for a %" PRId64 "-token chunk", nb);
     }
@@ -158,10 +169,12 @@ void sl_context_free(sl_context *c) {
     free(c->k16);
     free(c->v16);
     free(c->tags);
+    free(c->k16all);
+    free(c->v16all);
     sl_kv_cache_free(&c->kv);
     struct sl_backend *be = c->be;
     if (be) {
-        float *bufs[] = {c->x, c->xb, c->q, c->k, c->v, c->att, c->proj, c->gate, c->up, c->logits_be};
+        float *bufs[] = {c->x, c->xb, c->q, c->k, c->v, c->att, c->proj, c->gate, c->up, c->logits_be, c->kstage, c->vstage};
         for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) be->buf_free(be, bufs[i]);
         be->free(be);
     }
@@ -179,6 +192,11 @@ void sl_context_set_qk_tap(sl_context *c, sl_qk_tap_fn fn, void *user) {
     c->qk_tap = fn;
     c->qk_tap_user = fn ? user : NULL;
 }
+
+/* A decode token on a device with a store: nothing in the step reads the token's own code or
+ * stored row, so they wait for the last layer (store_token) and the layers run without the
+ * host. */
+static bool defers_store(const sl_context *ctx, int64_t n) { return ctx->store && !ctx->be->host_memory && n == 1; }
 
 /* One layer over n tokens at positions pos0.. (x updated in place). */
 static int layer_forward(sl_context *ctx, int32_t il, int64_t n, int64_t pos0) {
@@ -204,12 +222,16 @@ static int layer_forward(sl_context *ctx, int32_t il, int64_t n, int64_t pos0) {
         TRY(ctx->qk_tap(il, pos0, n, ctx->q, ctx->k, ctx->qk_tap_user));
     }
     if (il < ctx->ram_layers) TRY(be->kv_write(be, &ctx->kv, il, pos0, n, ctx->k, ctx->v));
-    if (ctx->store) { /* every layer goes to the store; committed after the chunk's last layer */
+    const bool defer = defers_store(ctx, n);
+    if (defer) {
+        TRY(be->copy(be, ctx->kstage + il * kw, ctx->k, sizeof(float) * (size_t)kw));
+        TRY(be->copy(be, ctx->vstage + il * kw, ctx->v, sizeof(float) * (size_t)kw));
+    } else if (ctx->store) { /* every layer goes to the store; committed after the chunk's last layer */
         TRY(be->export_f16(be, ctx->k, n * kw, ctx->k16));
         TRY(be->export_f16(be, ctx->v, n * kw, ctx->v16));
         TRY(sl_kv_store_append(ctx->store, il, n, ctx->k16, ctx->v16));
     }
-    if (ctx->sparse) /* the backend's memory may not be the host's: then from the store's f16 copy */
+    if (ctx->sparse && !defer) /* the backend's memory may not be the host's: then from the store's f16 copy */
         TRY(be->host_memory ? sl_sparse_add_keys(ctx->sparse, il, pos0, n, ctx->k)
                             : sl_sparse_add_keys_f16(ctx->sparse, il, pos0, n, ctx->k16));
     if (sl_sparse_applies(ctx->sparse, il, n)) {
@@ -233,6 +255,18 @@ static int layer_forward(sl_context *ctx, int32_t il, int64_t n, int64_t pos0) {
     sl_sparse_poll(ctx->sparse);
     TRY(be->add(be, ctx->x, ctx->proj, n * c->n_embd));
     return 0;
+}
+
+/* A deferred decode token (layer_forward) at pos: its K/V of every layer to the store, its
+ * keys hashed, in one download each. */
+static int store_token(sl_context *ctx, int64_t pos) {
+    struct sl_backend *be = ctx->be;
+    const int64_t kw = (int64_t)ctx->cfg->n_head_kv * ctx->cfg->head_dim, L = ctx->cfg->n_layer;
+    TRY(be->export_f16(be, ctx->kstage, L * kw, ctx->k16all));
+    TRY(be->export_f16(be, ctx->vstage, L * kw, ctx->v16all));
+    for (int32_t il = 0; il < L; il++)
+        TRY(sl_kv_store_append(ctx->store, il, 1, ctx->k16all + il * kw, ctx->v16all + il * kw));
+    return ctx->sparse ? sl_sparse_add_token_keys_f16(ctx->sparse, pos, ctx->k16all) : 0;
 }
 
 /* Final norm and LM head for rows [r0, r0+rows) of the chunk into logits row `out_row`. */
@@ -271,14 +305,14 @@ int sl_context_eval(sl_context *ctx, const int32_t *tokens, int64_t n, bool all_
             return sl_fail(SL_EINVAL, "K/V in a store file: set the attention mode (sparse, unless the K/V stay "
                                       "in RAM too) before the first eval");
         if (!ctx->store && !ctx->kv.k) TRY(kv_layers(ctx, c->n_layer)); /* dense in device memory */
-        for (int32_t il = 0; il < c->n_layer; il++) {
-            int rc = layer_forward(ctx, il, m, pos0);
-            if (rc) {
-                ctx->n_past = pos0; /* this chunk's cache rows are not valid */
-                sl_sparse_quiesce(ctx->sparse);
-                if (ctx->store) sl_kv_store_discard(ctx->store);
-                return rc;
-            }
+        int rc = 0;
+        for (int32_t il = 0; il < c->n_layer && !rc; il++) rc = layer_forward(ctx, il, m, pos0);
+        if (!rc && defers_store(ctx, m)) rc = store_token(ctx, pos0);
+        if (rc) {
+            ctx->n_past = pos0; /* this chunk's cache rows are not valid */
+            sl_sparse_quiesce(ctx->sparse);
+            if (ctx->store) sl_kv_store_discard(ctx->store);
+            return rc;
         }
         if (ctx->store) {
             sl_sparse_quiesce(ctx->sparse);

@@ -312,6 +312,23 @@ int sl_sparse_add_keys_f16(struct sl_sparse *s, int32_t layer, int64_t pos0, int
     return add_keys(s, layer, pos0, n, NULL, k);
 }
 
+int sl_sparse_add_token_keys_f16(struct sl_sparse *s, int64_t pos, const uint16_t *k) {
+    if (!s->hash) return 0;
+    struct sl_backend *dev = s->dev;
+    s->dev = NULL; /* the host table first, then one transfer for every layer */
+    int rc = 0;
+    for (int32_t l = s->p.dense_layers; l < s->n_layer && !rc; l++)
+        rc = add_keys(s, l, pos, 1, NULL, k + (int64_t)l * s->hkv * s->d);
+    s->dev = dev;
+    if (rc || !dev) return rc;
+    const int64_t W = s->W, per_layer = (int64_t)s->hkv * W;
+    memset(s->cstage, 0, sizeof(uint64_t) * (size_t)(s->p.dense_layers * per_layer)); /* rows never read */
+    for (int32_t l = s->p.dense_layers; l < s->n_layer; l++)
+        for (int32_t g = 0; g < s->hkv; g++)
+            memcpy(s->cstage + l * per_layer + g * W, codes_at(s, l, g, pos), sizeof(uint64_t) * (size_t)W);
+    return dev->sparse_codes_at(dev, s->ds, pos, s->cstage);
+}
+
 int sl_sparse_add_head_keys_f16(struct sl_sparse *s, int32_t layer, int32_t g, int64_t pos0, int64_t n,
                                 const uint16_t *k) {
     if (!s->hash || layer < s->p.dense_layers) return 0;
@@ -660,7 +677,8 @@ int sl_sparse_attach_device(struct sl_sparse *s, struct sl_backend *be, sl_kv_st
     const size_t chunk = sizeof(float) * (size_t)(s->n_batch * s->hq * s->d);
     s->hqry = malloc(chunk);
     s->hout = malloc(chunk);
-    s->cstage = malloc(sizeof(uint64_t) * (size_t)(s->hkv * s->n_batch * s->W));
+    const int64_t stage = s->n_batch > s->n_layer ? s->n_batch : s->n_layer; /* a chunk of one layer, or one position of all */
+    s->cstage = malloc(sizeof(uint64_t) * (size_t)(s->hkv * stage * s->W));
     if (!s->hqry || !s->hout || !s->cstage) return sl_fail(SL_ENOMEM, "out of memory");
     const struct sl_backend_sparse_params bp = {
         .hash = s->hash, .store = store, .n_layer = s->n_layer, .n_head = s->hq, .n_head_kv = s->hkv, .head_dim = s->d,

@@ -53,6 +53,11 @@ int sl_sparse_add_keys(struct sl_sparse *s, int32_t layer, int64_t pos0, int64_t
  * the same codes (sl_sparse_add_keys hashes f16-rounded values). */
 int sl_sparse_add_keys_f16(struct sl_sparse *s, int32_t layer, int64_t pos0, int64_t n, const uint16_t *k);
 
+/* One position's keys of every layer as f16 bits (n_layer, n_head_kv * head_dim), what a
+ * decode token adds: sl_sparse_add_keys_f16 per sparse layer, and in device mode one transfer
+ * of all their codes. */
+int sl_sparse_add_token_keys_f16(struct sl_sparse *s, int64_t pos, const uint16_t *k);
+
 /* Hashes n stored keys (n, head_dim) f16 of one KV head into the table at pos0.. (what
  * sl_sparse_add_keys computes from the same keys in f32). */
 int sl_sparse_add_head_keys_f16(struct sl_sparse *s, int32_t layer, int32_t g, int64_t pos0, int64_t n,

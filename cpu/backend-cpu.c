@@ -157,7 +157,7 @@ int sl_backend_cpu_create(int n_threads, struct sl_backend **out) {
     openblas_set_num_threads(sl_threadpool_size(c->pool));
     c->be = (struct sl_backend){
         .name = "cpu", .impl = c, .host_memory = true, .buf_alloc = op_buf_alloc, .buf_free = op_buf_free,
-        .upload = op_copy, .download = op_copy, .load_model = NULL, .matmul = op_matmul, .matmul_n = op_matmul_n,
+        .upload = op_copy, .download = op_copy, .copy = op_copy, .load_model = NULL, .matmul = op_matmul, .matmul_n = op_matmul_n,
         .get_rows = op_get_rows, .rmsnorm = op_rmsnorm, .rope = op_rope, .add = op_add, .add_rows = op_add_rows,
         .swiglu = op_swiglu, .kv_write = op_kv_write, .export_f16 = op_export_f16, .attention = op_attention,
         .free = op_free,

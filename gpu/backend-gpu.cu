@@ -108,6 +108,11 @@ static int op_upload(struct sl_backend *be, void *dst, const void *src, size_t b
     return 0;
 }
 
+static int op_copy(struct sl_backend *be, void *dst, const void *src, size_t bytes) {
+    SL_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, gb(be)->stream));
+    return 0;
+}
+
 static int op_download(struct sl_backend *be, void *dst, const void *src, size_t bytes) {
     SL_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, gb(be)->stream));
     SL_CUDA_CHECK(cudaStreamSynchronize(gb(be)->stream));
@@ -262,6 +267,10 @@ static int op_sparse_codes(struct sl_backend *be, struct sl_backend_sparse *s, i
     return sl_gpu_sparse_codes(s, layer, pos0, n, codes, gb(be)->stream);
 }
 
+static int op_sparse_codes_at(struct sl_backend *be, struct sl_backend_sparse *s, int64_t pos, const uint64_t *codes) {
+    return sl_gpu_sparse_codes_at(s, pos, codes, gb(be)->stream);
+}
+
 static int op_sparse_decode(struct sl_backend *be, struct sl_backend_sparse *s, int32_t layer, const float *q,
                             const float *k, const float *v, int64_t P, int64_t k_sel, float *out) {
     return sl_gpu_sparse_decode(s, layer, q, k, v, P, k_sel, out, gb(be)->stream);
@@ -315,6 +324,7 @@ extern "C" int sl_gpu_backend_create(int device, struct sl_backend **out) {
     g->be.buf_free = op_buf_free;
     g->be.upload = op_upload;
     g->be.download = op_download;
+    g->be.copy = op_copy;
     g->be.load_model = op_load_model;
     g->be.matmul = op_matmul;
     g->be.matmul_n = op_matmul_n;
@@ -329,6 +339,7 @@ extern "C" int sl_gpu_backend_create(int device, struct sl_backend **out) {
     g->be.attention = op_attention;
     g->be.sparse_create = op_sparse_create;
     g->be.sparse_codes = op_sparse_codes;
+    g->be.sparse_codes_at = op_sparse_codes_at;
     g->be.sparse_decode = op_sparse_decode;
     g->be.sparse_stats = op_sparse_stats;
     g->be.sparse_free = op_sparse_free;

@@ -125,6 +125,19 @@ extern "C" int sl_gpu_sparse_codes(struct sl_backend_sparse *s, int32_t layer, i
     return sl_gpu_codes_upload(s->codes, layer, pos0, n, codes, stream);
 }
 
+extern "C" int sl_gpu_sparse_codes_at(struct sl_backend_sparse *s, int64_t pos, const uint64_t *codes,
+                                      void *stream) {
+    if (pos < 0 || pos >= sl_gpu_codes_capacity(s->codes))
+        return sl_fail(SL_EINVAL, "GPU sparse codes: position %lld of %lld", (long long)pos,
+                       (long long)sl_gpu_codes_capacity(s->codes));
+    /* (layer, head) rows are head_stride words apart for every layer: one 2D copy */
+    const size_t row = sizeof(uint64_t) * (size_t)s->W;
+    SL_CUDA_CHECK(cudaMemcpy2DAsync(sl_gpu_codes_head(s->codes, 0, 0) + pos * s->W,
+                                    sizeof(uint64_t) * (size_t)sl_gpu_codes_head_stride(s->codes), codes, row, row,
+                                    (size_t)s->n_layer * (size_t)s->hkv, cudaMemcpyHostToDevice, (cudaStream_t)stream));
+    return 0; /* pageable source: copied out of it by the time this returns */
+}
+
 /* Block g: KV head g's own row (f32 -> f16, as the store keeps it) at index count[g] of its
  * gathered rows; last[g] = that index; the count into the selected total. */
 static __global__ void own_row_kernel(const float *k, const float *v, const int32_t *count, uint16_t *gk,

@@ -12,7 +12,10 @@
  *   5. attention of each GQA group over its rows           sl_gpu_attention_gathered
  *                                                                                 gpu-attention.cu
  * The codes are a mirror of the host table (core/sparse-attn.c hashes every key on the host
- * and copies the codes here), so selections equal the CPU's.
+ * and copies the codes here), so selections equal the CPU's. The engine (core/context.c) runs
+ * a decode token's layers without the host: its own K/V rows are staged in VRAM per layer and
+ * go to the store, to the hash and (as codes, one strided copy: sl_gpu_sparse_codes_at) back
+ * here after the last layer, since nothing in the step reads them.
  *
  * Plain C types; the stream travels as void *. Built only with CUDA, except the size function,
  * which is in gpu/retrieval-plan.c for every build (core/mem-plan.c plans VRAM with it). Not
@@ -49,6 +52,8 @@ void sl_gpu_sparse_free(struct sl_backend_sparse *s); /* waits for its work; NUL
 /* sparse_codes, sparse_decode, sparse_stats of core/backend.h, queued on `stream`. */
 int sl_gpu_sparse_codes(struct sl_backend_sparse *s, int32_t layer, int64_t pos0, int64_t n, const uint64_t *codes,
                         void *stream);
+/* One position's codes of every layer, host (n_layer, n_head_kv, W): one strided copy. */
+int sl_gpu_sparse_codes_at(struct sl_backend_sparse *s, int64_t pos, const uint64_t *codes, void *stream);
 int sl_gpu_sparse_decode(struct sl_backend_sparse *s, int32_t layer, const float *q, const float *k, const float *v,
                          int64_t P, int64_t k_sel, float *out, void *stream);
 int sl_gpu_sparse_stats(struct sl_backend_sparse *s, struct sl_backend_sparse_stats *out);

@@ -240,6 +240,16 @@ static int emu_sparse_codes(struct sl_backend *be, struct sl_backend_sparse *bs,
     return 0;
 }
 
+static int emu_sparse_codes_at(struct sl_backend *be, struct sl_backend_sparse *bs, int64_t pos,
+                               const uint64_t *codes) {
+    const struct emu_sparse *s = es(bs);
+    for (int32_t l = 0; l < s->n_layer; l++) {
+        int rc = emu_sparse_codes(be, bs, l, pos, 1, codes + (int64_t)l * s->hkv * s->W);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
 /* KV head g's earlier positions into idx as core/sparse-attn.c selects them from a store:
  * all of [0, P) when the budget and the forced positions cover it, else scan and top-k. */
 static int64_t select_head(struct emu_sparse *s, int32_t layer, int32_t g, int64_t P, int64_t k_sel, int64_t *idx) {
@@ -328,12 +338,13 @@ int sl_emu_device_backend_create(int32_t device, int n_threads, struct sl_backen
     }
     e->be = (struct sl_backend){
         .name = "emu-device", .impl = e, .host_memory = false,
-        .buf_alloc = emu_buf_alloc, .buf_free = emu_buf_free, .upload = emu_copy, .download = emu_copy,
+        .buf_alloc = emu_buf_alloc, .buf_free = emu_buf_free, .upload = emu_copy, .download = emu_copy, .copy = emu_copy,
         .load_model = e->cpu->load_model ? emu_load_model : NULL,
         .matmul = emu_matmul, .matmul_n = emu_matmul_n, .get_rows = emu_get_rows, .rmsnorm = emu_rmsnorm,
         .rope = emu_rope, .add = emu_add, .add_rows = emu_add_rows, .swiglu = emu_swiglu, .kv_write = emu_kv_write,
         .export_f16 = emu_export_f16, .attention = emu_attention,
-        .sparse_create = emu_sparse_create, .sparse_codes = emu_sparse_codes, .sparse_decode = emu_sparse_decode,
+        .sparse_create = emu_sparse_create, .sparse_codes = emu_sparse_codes,
+        .sparse_codes_at = emu_sparse_codes_at, .sparse_decode = emu_sparse_decode,
         .sparse_stats = emu_sparse_stats, .sparse_free = emu_sparse_free, .free = emu_free};
     *out = &e->be;
     return 0;
