@@ -657,9 +657,9 @@ void sl_sparse_stats(const struct sl_sparse *s, struct sl_attn_stats *out) {
     struct sl_backend_sparse_stats ds;
     if (s->dev && s->dev->sparse_stats(s->dev, s->ds, &ds) == 0) {
         out->selected += ds.selected;
-        out->kv_bytes_read += ds.bytes_in;
-        out->kv_cache_hits += ds.row_hits;
-        out->kv_cache_misses += ds.rows - ds.row_hits;
+        out->dev_rows = ds.rows;
+        out->dev_row_hits = ds.row_hits;
+        out->dev_bytes_in = ds.bytes_in;
     }
 }
 

@@ -265,6 +265,8 @@ static void compare(const struct sl_attn_params *a, bool dev_file) {
         cr_assert_lt(dev.st.selected, dev.st.candidates, "selection dropped positions");
         cr_assert_eq(dev.st.selected, cpu.st.selected);
         cr_assert_eq(dev.st.candidates, cpu.st.candidates);
+        cr_assert_gt(dev.st.dev_rows, 0, "the device fetched no rows");
+        cr_assert_eq(cpu.st.dev_rows, 0);
     }
     free(cpu.logits);
     free(dev.logits);

@@ -217,7 +217,12 @@ static void print_stats_json(const struct gen_output *out, const int32_t *gen, c
                  s->attn.prefill_calls ? 1e6 * s->attn.prefill_select_s / (double)s->attn.prefill_calls : 0);
         json_num(&w, "prefill_gather_us_per_call",
                  s->attn.prefill_calls ? 1e6 * s->attn.prefill_gather_s / (double)s->attn.prefill_calls : 0);
-        if (o->attn.kv_path) {
+        if (o->attn.gpu) {
+            json_int(&w, "device_rows_fetched", s->attn.dev_rows);
+            json_int(&w, "device_bytes_in", s->attn.dev_bytes_in);
+            json_num(&w, "vram_cache_hit_rate", s->attn.dev_rows ? (double)s->attn.dev_row_hits / (double)s->attn.dev_rows : 0);
+        }
+        if (o->attn.kv_path || o->attn.gpu) {
             json_int(&w, "kv_bytes_read", s->attn.kv_bytes_read);
             json_int(&w, "prefetches", s->attn.prefetches);
             json_num(&w, "kv_cache_hit_rate", s->attn.kv_cache_hits + s->attn.kv_cache_misses
@@ -375,13 +380,20 @@ int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "\n\nspotlight: prompt %" PRId64 " tokens, %.1f tok/s prefill; generated %" PRId64
                         " tokens, %.1f tok/s decode; stop: %s\n", st.n_prompt, st.n_prompt / st.t_prefill,
                 st.n_gen, st.n_gen > 1 ? (st.n_gen - 1) / st.t_decode : 0.0, st.stop_reason);
-        if (o.attn.p.mode != SL_ATTN_DENSE && st.attn.sparse_calls)
+        if (o.attn.p.mode != SL_ATTN_DENSE && st.attn.sparse_calls && !o.attn.gpu)
             fprintf(stderr, "spotlight: attention %s, budget %g: %.1f%% of positions attended, select %.0f us and "
                             "gather %.0f us per sparse layer; codes %.1f MB; peak RSS %.0f MB\n",
                     attn_mode_name(o.attn.p.mode), o.attn.p.budget, 100.0 * (double)st.attn.selected / (double)st.attn.candidates,
                     1e6 * st.attn.select_s / (double)st.attn.sparse_calls,
                     1e6 * st.attn.gather_s / (double)st.attn.sparse_calls, st.attn.code_bytes / 1e6, st.peak_rss / 1e6);
-        if (o.attn.kv_path && st.attn.kv_cache_hits + st.attn.kv_cache_misses)
+        else if (o.attn.p.mode != SL_ATTN_DENSE && st.attn.sparse_calls) /* asynchronous: no per-layer times */
+            fprintf(stderr, "spotlight: attention %s on %s, budget %g: %.1f%% of positions attended, %.1f MB fetched to "
+                            "the device, VRAM cache hit rate %.1f%%; %.1f MB of VRAM; peak RSS %.0f MB\n",
+                    attn_mode_name(o.attn.p.mode), st.backend, o.attn.p.budget,
+                    100.0 * (double)st.attn.selected / (double)st.attn.candidates, st.attn.dev_bytes_in / 1e6,
+                    st.attn.dev_rows ? 100.0 * (double)st.attn.dev_row_hits / (double)st.attn.dev_rows : 0.0,
+                    st.device_bytes / 1e6, st.peak_rss / 1e6);
+        if ((o.attn.kv_path || o.attn.gpu) && st.attn.kv_cache_hits + st.attn.kv_cache_misses)
             fprintf(stderr, "spotlight: KV store: %.1f MB read, cache hit rate %.1f%%, %.1f MB in RAM, %.1f MB on disk\n",
                     st.attn.kv_bytes_read / 1e6,
                     100.0 * (double)st.attn.kv_cache_hits / (double)(st.attn.kv_cache_hits + st.attn.kv_cache_misses),

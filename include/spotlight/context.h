@@ -154,6 +154,8 @@ struct sl_attn_stats {
     int64_t code_bytes;       /* bytes of resident key codes */
     /* with kv_path: the store's reads since creation */
     int64_t kv_bytes_read, kv_cache_hits, kv_cache_misses, kv_ram_bytes, kv_disk_bytes;
+    /* on a GPU: rows its decode fetched, those its VRAM block cache served, K/V bytes moved in */
+    int64_t dev_rows, dev_row_hits, dev_bytes_in;
 };
 void sl_context_attn_stats(const sl_context *c, struct sl_attn_stats *out);
 
