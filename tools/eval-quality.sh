@@ -7,7 +7,8 @@
 #   2. greedy continuation agreement with dense (token match, ROUGE-L over token ids) from
 #      prompts of C tokens;
 #   3. passkey retrieval at several lengths and depths (tools/quality/passkey.py, filler from
-#      a held-out document), success = the key appears in the greedy answer.
+#      a held-out document), success = the key appears in the greedy answer;
+#   4. what sparse prefill costs: perplexity with the prefill attending sparsely against dense.
 #
 #   tools/eval-quality.sh [--quick] [--fresh] [-o FILE]   (default FILE bench/results/quality.md)
 #
@@ -160,6 +161,31 @@ row="| **total** | |"
 for m in dense $modes; do row="$row ${ok_total[$m]:-0} |"; done
 echo "$row" >>"$tmp/pk.md"
 
-cat "$tmp/ppl.md" "$tmp/cont.md" "$tmp/pk.md" >"$tmp/all.md"
+{
+echo
+echo "## Sparse prefill"
+echo
+echo "What \`--sparse-prefill\` costs where dense prefill is affordable: perplexity of the second half of each C-token chunk of $(basename "$ppl_text") (llama.cpp's scoring, every token from the prefill's logits), the chunk prefilled in 512-token pieces; sparse, each piece attends to itself and to the positions its KV heads select from the pieces before it (one selection per piece, the hash score summed over its rows), dense layers 0-1 excepted. Same chunks as the first table."
+echo
+echo "| context | chunks | prefill | budget | PPL | vs dense |"
+echo "|---|---|---|---|---|---|"
+} >"$tmp/sp.md"
+for c in $ctxs; do
+  chunks=$(( (quick == 1 ? 2 : 4) * 2048 / c )); [ "$chunks" -lt 1 ] && chunks=1
+  measured "sprefill-$c-$chunks-dense" "$tmp/d.json" "$bin" perplexity -f "$ppl_text" -c "$c" --chunks "$chunks" -b 512 --json
+  dense=$(json "$tmp/d.json" ppl)
+  printf '| %s | %s | dense | — | %.3f | |\n' "$c" "$chunks" "$dense" >>"$tmp/sp.md"
+  [[ " $modes " == *" spotlight "* ]] || continue
+  for b in $budgets; do
+    measured "sprefill-$c-$chunks-spotlight-$b" "$tmp/s.json" \
+      "$bin" perplexity -f "$ppl_text" -c "$c" --chunks "$chunks" -b 512 --attn spotlight --budget "$b" --sparse-prefill --json
+    p=$(json "$tmp/s.json" ppl)
+    printf '| %s | %s | spotlight, sparse | %s | %.3f | %+.1f%% |\n' "$c" "$chunks" "$b" "$p" \
+      "$(python3 -c "print(100 * ($p / $dense - 1))")" >>"$tmp/sp.md"
+  done
+  echo "eval-quality: sparse prefill at $c done" >&2
+done
+
+cat "$tmp/ppl.md" "$tmp/cont.md" "$tmp/pk.md" "$tmp/sp.md" >"$tmp/all.md"
 mv "$tmp/all.md" "$out"
 echo "eval-quality: wrote $out"
