@@ -81,16 +81,8 @@ static sl_model *make_model(void) {
     struct gb_model_spec spec = {};
     spec.arch = "llama", spec.n_layer = 30, spec.n_embd = 576, spec.n_ff = 1536, spec.n_head = 9;
     spec.n_head_kv = 3, spec.n_vocab = 49152, spec.n_ctx = 8192, spec.tied = 1;
-    struct gb b = {};
-    gb_model(&b, &spec);
-    char path[] = "/tmp/bench-gpu-decode-XXXXXX";
-    int fd = mkstemp(path);
-    if (fd < 0 || write(fd, b.buf, b.len) != (ssize_t)b.len) die("writing the model", SL_EIO);
-    close(fd);
-    gb_free(&b);
     sl_model *m = NULL;
-    CK(sl_model_load(path, &m));
-    unlink(path);
+    CK(gb_load_model(&spec, &m));
     return m;
 }
 

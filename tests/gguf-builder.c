@@ -4,6 +4,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include "spotlight/error.h"
+#include "spotlight/model.h"
 
 void gb_free(struct gb *b) {
     free(b->buf);
@@ -162,4 +166,17 @@ void gb_model(struct gb *b, const struct gb_model_spec *s) {
         for (uint64_t j = 0; j < t[i].ne0 * t[i].ne1; j++) gb_f32(b, (float)((i * 7 + j) % 13) * 0.125f - 0.75f);
         gb_pad(b, 32);
     }
+}
+
+int gb_load_model(const struct gb_model_spec *spec, struct sl_model **out) {
+    struct gb b = {0};
+    gb_model(&b, spec);
+    char path[] = "/tmp/sl-gb-model-XXXXXX";
+    int fd = mkstemp(path);
+    const int written = fd >= 0 && write(fd, b.buf, b.len) == (ssize_t)b.len;
+    if (fd >= 0) close(fd);
+    gb_free(&b);
+    int rc = written ? sl_model_load(path, out) : SL_EIO;
+    if (fd >= 0) unlink(path); /* mapped: the mapping outlives the name */
+    return rc;
 }

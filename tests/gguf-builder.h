@@ -47,4 +47,9 @@ struct gb_model_spec {
 };
 void gb_model(struct gb *b, const struct gb_model_spec *spec);
 
+/* gb_model written to a temporary file and loaded (mapped; the name is removed at once):
+ * sl_model_load's result, or SL_EIO when the file cannot be written. */
+struct sl_model;
+int gb_load_model(const struct gb_model_spec *spec, struct sl_model **out);
+
 #endif

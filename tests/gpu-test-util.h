@@ -6,6 +6,7 @@
 
 #include <criterion/criterion.h>
 #include <cuda_runtime_api.h>
+#include <math.h>
 #include <stdint.h>
 
 #include "spotlight/device.h"
@@ -26,6 +27,17 @@ static inline void require_gpu(void) {
         int rc_ = (call);                                                                     \
         cr_assert_eq(rc_, 0, "%s: %s (%s)", #call, sl_strerror(rc_), sl_error_detail());      \
     } while (0)
+
+/* max |a - b| over n logits, relative to the spread of a's. */
+static inline double rel_diff(const float *a, const float *b, int64_t n) {
+    double d = 0, lo = INFINITY, hi = -INFINITY;
+    for (int64_t i = 0; i < n; i++) {
+        d = fmax(d, fabs((double)a[i] - b[i]));
+        lo = fmin(lo, a[i]);
+        hi = fmax(hi, a[i]);
+    }
+    return d / (hi - lo);
+}
 
 /* splitmix64 */
 static inline uint64_t rng_next(uint64_t *s) {

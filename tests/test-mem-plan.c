@@ -16,18 +16,7 @@ static const struct gb_model_spec k_spec = {.arch = "llama", .n_layer = 2, .n_em
 
 static sl_model *g_model;
 
-static void load(void) {
-    struct gb b = {0};
-    gb_model(&b, &k_spec);
-    char path[] = "/tmp/sl-plan-model-XXXXXX";
-    int fd = mkstemp(path);
-    cr_assert(fd >= 0);
-    cr_assert_eq(write(fd, b.buf, b.len), (ssize_t)b.len);
-    close(fd);
-    gb_free(&b);
-    cr_assert_eq(sl_model_load(path, &g_model), 0, "%s", sl_error_detail());
-    unlink(path);
-}
+static void load(void) { cr_assert_eq(gb_load_model(&k_spec, &g_model), 0, "%s", sl_error_detail()); }
 static void unload(void) { sl_model_free(g_model); }
 
 TestSuite(mem_plan, .init = load, .fini = unload);

@@ -15,18 +15,8 @@ static const struct gb_model_spec k_llama = {
     .n_vocab = 40, .n_ctx = 512, .tied = 1};
 
 static int load_spec(const struct gb_model_spec *s, sl_model **out) {
-    struct gb b = {0};
-    gb_model(&b, s);
-    char path[] = "/tmp/sl-test-model-XXXXXX";
-    int fd = mkstemp(path);
-    cr_assert(fd >= 0);
-    cr_assert_eq(write(fd, b.buf, b.len), (ssize_t)b.len);
-    close(fd);
-    gb_free(&b);
     sl_error_clear();
-    int rc = sl_model_load(path, out);
-    unlink(path);
-    return rc;
+    return gb_load_model(s, out);
 }
 
 static void expect_fail(const struct gb_model_spec *s, int code, const char *in_detail) {
