@@ -14,14 +14,7 @@
 #include "core/hash.h"
 #include "spotlight/error.h"
 
-static uint64_t rs;
-static double unif(void) {
-    uint64_t z = (rs += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return (double)((z ^ (z >> 31)) >> 11) * 0x1p-53;
-}
-static double gauss(void) { return sqrt(-2 * log(unif() + 1e-300)) * cos(6.283185307179586 * unif()); }
+#include "tests/test-rng.h"
 
 static sl_hash *make(int32_t hq, int32_t hkv, int32_t d, int32_t bits, enum sl_hash_kind kind, uint64_t seed) {
     struct sl_hash_params p = sl_hash_default_params();

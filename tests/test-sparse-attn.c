@@ -17,14 +17,7 @@
 #include "cpu/f16-row.h"
 #include "spotlight/error.h"
 
-static uint64_t rs;
-static double unif(void) {
-    uint64_t z = (rs += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return (double)((z ^ (z >> 31)) >> 11) * 0x1p-53;
-}
-static double gauss(void) { return sqrt(-2 * log(unif() + 1e-300)) * cos(6.283185307179586 * unif()); }
+#include "tests/test-rng.h"
 
 enum { L = 3, HQ = 6, HKV = 2, G = 3, D = 32, NCTX = 700 };
 
