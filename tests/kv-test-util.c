@@ -23,6 +23,9 @@ const struct kvt_tier kvt_tiers[KVT_N_TIERS] = {
     [KVT_FILE_PREAD] = {"file-pread", SL_KV_TIER_FILE, false, true},
 };
 
+int kvt_all_tiers[4] = {KVT_HOST, KVT_FILE_URING_DIRECT, KVT_FILE_URING_BUFFERED, KVT_FILE_PREAD};
+int kvt_file_tiers[3] = {KVT_FILE_URING_DIRECT, KVT_FILE_URING_BUFFERED, KVT_FILE_PREAD};
+
 const uint8_t kvt_fingerprint[32] = {0x53, 0x4c, 0x4b, 0x56, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
                                      13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 0xff};
 

@@ -24,6 +24,14 @@ struct kvt_tier {
 };
 enum { KVT_HOST = 0, KVT_FILE_URING_DIRECT, KVT_FILE_URING_BUFFERED, KVT_FILE_PREAD, KVT_N_TIERS };
 extern const struct kvt_tier kvt_tiers[KVT_N_TIERS];
+/* Parameter arrays of tier indices: every tier, and the file tiers. */
+extern int kvt_all_tiers[4], kvt_file_tiers[3];
+/* A Criterion test run once per tier index of arr (an int array above); the body reads *ti. */
+#define KVT_TIER_TEST(suite, name, arr)                                                        \
+    ParameterizedTestParameters(suite, name) {                                                 \
+        return cr_make_param_array(int, arr, sizeof arr / sizeof arr[0]);                      \
+    }                                                                                          \
+    ParameterizedTest(int *ti, suite, name, .timeout = 60)
 
 /* Params for a tier: capacity, path (file tiers), the fixed test fingerprint. */
 struct sl_kv_store_params kvt_params(const struct kvt_tier *t, int64_t capacity, const char *path);

@@ -1,8 +1,9 @@
-/* KV store (include/spotlight/kv-store.h): round trips, gathers, concurrent gathers, commit
- * semantics and persistence, checked against a plain reference model (tests/kv-test-util.c)
- * on every tier: host, file with io_uring + O_DIRECT, file with io_uring buffered, and file
- * through pread. The on-disk layout is checked against storage/kv-format.h byte by byte.
- * Faults, corruption and bad input are in test-kv-faults.c. */
+/* KV store (include/spotlight/kv-store.h): round trips, gathers, tickets, concurrent gathers,
+ * the cache budget, commit semantics and the host tier's memory options, checked against a
+ * plain reference model (tests/kv-test-util.c) on every tier: host, file with io_uring +
+ * O_DIRECT, file with io_uring buffered, and file through pread. Persistence and the on-disk
+ * layout are in test-kv-persist.c; faults and corruption in test-kv-faults.c and
+ * test-kv-corrupt.c. */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 #include <errno.h>
@@ -10,117 +11,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "spotlight/error.h"
 #include "spotlight/kv-store.h"
 #include "storage/kv-host-map.h"
+#include "tests/kv-store-fixture.h"
 #include "tests/kv-test-util.h"
-
-static const struct sl_kv_shape SHAPE_A = {3, 2, 64, SL_KV_DTYPE_F16, 16}; /* block = 4 KiB */
-static const struct sl_kv_shape SHAPE_B = {3, 2, 40, SL_KV_DTYPE_F16, 4};  /* 640 B blocks */
-static const struct sl_kv_shape SHAPE_C = {2, 3, 24, SL_KV_DTYPE_BF16, 32};
-
-static int all_tiers[] = {KVT_HOST, KVT_FILE_URING_DIRECT, KVT_FILE_URING_BUFFERED, KVT_FILE_PREAD};
-static int file_tiers[] = {KVT_FILE_URING_DIRECT, KVT_FILE_URING_BUFFERED, KVT_FILE_PREAD};
 
 TestSuite(kv_store, .fini = kvt_cleanup);
 
-#define TIER_TEST(name, arr)                                                                   \
-    ParameterizedTestParameters(kv_store, name) {                                              \
-        return cr_make_param_array(int, arr, sizeof arr / sizeof arr[0]);                      \
-    }                                                                                          \
-    ParameterizedTest(int *ti, kv_store, name, .timeout = 60)
-
-/* One store under test plus its reference. */
-struct fx {
-    const struct kvt_tier *t;
-    char *dir, *path;
-    sl_kv_store_t s;
-    struct kvt_ref r;
-    uint64_t rng;
-    struct sl_kv_store_params p;
-};
-
-#define OK(expr)                                                                               \
-    do {                                                                                       \
-        int rc_ = (expr);                                                                      \
-        cr_assert_eq(rc_, 0, "[%s] %s -> %d %s %s", f->t->name, #expr, rc_,                   \
-                     rc_ < 0 ? sl_strerror(rc_) : "", rc_ < 0 ? sl_error_detail() : kvt_msg());                              \
-    } while (0)
-#define FAILS(expr)                                                                            \
-    do {                                                                                       \
-        int rc_ = (expr);                                                                      \
-        cr_assert(rc_ < 0, "[%s] %s should fail, got %d %s", f->t->name, #expr, rc_, kvt_msg()); \
-    } while (0)
-#define EXPECT_RC(expr, code)                                                                  \
-    do {                                                                                       \
-        int rc_ = (expr);                                                                      \
-        cr_assert_eq(rc_, code, "[%s] %s -> %s, expected %s", f->t->name, #expr,               \
-                     sl_strerror(rc_), sl_strerror(code));                                     \
-    } while (0)
-
-/* max_pending: the file tier's pending window in positions; 0 keeps the default. */
-static void fx_create_pending(struct fx *f, int tier, const struct sl_kv_shape *shape, int64_t cap,
-                              int64_t max_pending) {
-    memset(f, 0, sizeof *f);
-    f->t = &kvt_tiers[tier];
-    f->dir = kvt_tmpdir();
-    cr_assert_not_null(f->dir);
-    f->path = kvt_join(f->dir, "kv.store");
-    f->rng = 0x1234 + (uint64_t)tier * 77 + (uint64_t)shape->head_dim;
-    f->p = kvt_params(f->t, cap, f->path);
-    if (max_pending) f->p.max_pending = max_pending;
-    kvt_ref_init(&f->r, shape, cap);
-    int rc = sl_kv_store_create(shape, &f->p, &f->s);
-    cr_assert_eq(rc, 0, "[%s] create: %s (%s)", f->t->name, sl_strerror(rc), sl_error_detail());
-}
-
-static void fx_create(struct fx *f, int tier, const struct sl_kv_shape *shape, int64_t cap) {
-    fx_create_pending(f, tier, shape, cap, 0);
-}
-
-/* Closes and reopens the file-tier store (shape given or NULL). */
-static void fx_reopen(struct fx *f, const struct sl_kv_shape *shape) {
-    OK(sl_kv_store_close(f->s));
-    sl_kv_store_free(f->s);
-    f->s = NULL;
-    int rc = sl_kv_store_open(shape, &f->p, &f->s);
-    cr_assert_eq(rc, 0, "[%s] reopen: %s (%s)", f->t->name, sl_strerror(rc), sl_error_detail());
-}
-
-static void fx_done(struct fx *f) {
-    sl_kv_store_free(f->s);
-    kvt_ref_free(&f->r);
-    kvt_rmtree(f->dir);
-    free(f->dir);
-    free(f->path);
-}
-
-/* Ranges of every (layer, head): across each block boundary, the last (partial) block, the last
- * position, and random ones. */
-static void check_ranges(struct fx *f) {
-    int64_t n = f->r.n, T = f->r.shape.block_tokens;
-    for (int32_t l = 0; l < f->r.shape.n_layer; l++)
-        for (int32_t h = 0; h < f->r.shape.n_head_kv; h++) {
-            for (int64_t b = T; b < n; b += T) {
-                OK(kvt_check_range(f->s, &f->r, l, h, b - 1, 2));
-                int64_t p0 = b - T / 2 - 1, len = T + 3;
-                if (p0 >= 0 && p0 + len <= n) OK(kvt_check_range(f->s, &f->r, l, h, p0, len));
-            }
-            int64_t tail = n % T ? n % T : T;
-            OK(kvt_check_range(f->s, &f->r, l, h, n - tail, tail));
-            OK(kvt_check_range(f->s, &f->r, l, h, n - 1, 1));
-            for (int i = 0; i < 8; i++) {
-                int64_t p0 = kvt_rand_below(&f->rng, n);
-                OK(kvt_check_range(f->s, &f->r, l, h, p0, 1 + kvt_rand_below(&f->rng, n - p0)));
-            }
-        }
-}
-
-TIER_TEST(create_and_query, all_tiers) {
+KVT_TIER_TEST(kv_store, create_and_query, kvt_all_tiers) {
     struct fx fx, *f = &fx;
     fx_create(f, *ti, &SHAPE_A, 100);
     struct sl_kv_shape got;
@@ -141,7 +43,7 @@ TIER_TEST(create_and_query, all_tiers) {
     fx_done(f);
 }
 
-TIER_TEST(round_trip_shapes, all_tiers) {
+KVT_TIER_TEST(kv_store, round_trip_shapes, kvt_all_tiers) {
     const struct sl_kv_shape *shapes[] = {&SHAPE_A, &SHAPE_B, &SHAPE_C};
     for (int i = 0; i < 3; i++) {
         struct fx fx, *f = &fx;
@@ -184,7 +86,7 @@ static void add_index_sets(struct kvt_gset *gs, struct fx *f, int32_t l, int32_t
     kvt_gset_add(gs, &f->r, l, h, NULL, n - 1, 1);
 }
 
-TIER_TEST(gather_index_sets, all_tiers) {
+KVT_TIER_TEST(kv_store, gather_index_sets, kvt_all_tiers) {
     const struct sl_kv_shape *shapes[] = {&SHAPE_A, &SHAPE_B};
     for (int i = 0; i < 2; i++) {
         struct fx fx, *f = &fx;
@@ -236,7 +138,7 @@ static void random_gset(struct kvt_gset *gs, struct fx *f, int n_desc) {
     }
 }
 
-TIER_TEST(many_tickets_in_flight, all_tiers) {
+KVT_TIER_TEST(kv_store, many_tickets_in_flight, kvt_all_tiers) {
     struct fx fx, *f = &fx;
     fx_create(f, *ti, &SHAPE_A, 400);
     OK(kvt_fill(f->s, &f->r, 333, &f->rng));
@@ -280,7 +182,7 @@ TIER_TEST(many_tickets_in_flight, all_tiers) {
     fx_done(f);
 }
 
-TIER_TEST(in_flight_limit_256, all_tiers) {
+KVT_TIER_TEST(kv_store, in_flight_limit_256, kvt_all_tiers) {
     struct fx fx, *f = &fx;
     fx_create(f, *ti, &SHAPE_B, 200);
     OK(kvt_fill(f->s, &f->r, 200, &f->rng));
@@ -303,34 +205,7 @@ TIER_TEST(in_flight_limit_256, all_tiers) {
     fx_done(f);
 }
 
-/* The smallest ram_budget (a multiple of 4 KiB) create accepts for this shape and capacity. */
-static int try_budget(struct sl_kv_store_params p, const struct sl_kv_shape *shape, int64_t b) {
-    sl_kv_store_t s = NULL;
-    p.overwrite = true;
-    p.ram_budget = b;
-    int rc = sl_kv_store_create(shape, &p, &s);
-    cr_assert(rc <= 0);
-    sl_kv_store_free(s);
-    return rc;
-}
-
-static int64_t min_budget(struct fx *f, const struct sl_kv_shape *shape, int64_t cap, const char *path) {
-    struct sl_kv_store_params p = kvt_params(f->t, cap, path);
-    int64_t hi = 4096;
-    while (try_budget(p, shape, hi) < 0) {
-        hi *= 2;
-        cr_assert(hi <= (INT64_C(256) << 20), "no budget up to 256 MiB accepted");
-    }
-    if (hi == 4096) return hi;
-    int64_t lo = hi / 2; /* rejected */
-    while (hi - lo > 4096) {
-        int64_t mid = (lo + hi) / 2 / 4096 * 4096;
-        if (try_budget(p, shape, mid) == 0) hi = mid; else lo = mid;
-    }
-    return hi;
-}
-
-TIER_TEST(tiny_cache_budget, file_tiers) {
+KVT_TIER_TEST(kv_store, tiny_cache_budget, kvt_file_tiers) {
     struct fx fx, *f = &fx;
     fx_create(f, *ti, &SHAPE_A, 8192);
     sl_kv_store_free(f->s);
@@ -448,7 +323,7 @@ static void *gather_worker(void *arg) {
     return NULL;
 }
 
-TIER_TEST(concurrent_gathers, all_tiers) {
+KVT_TIER_TEST(kv_store, concurrent_gathers, kvt_all_tiers) {
     struct fx fx, *f = &fx;
     fx_create(f, *ti, &SHAPE_A, 1024);
     OK(kvt_fill(f->s, &f->r, 1000, &f->rng));
@@ -481,7 +356,7 @@ TIER_TEST(concurrent_gathers, all_tiers) {
     fx_done(f);
 }
 
-TIER_TEST(capacity_limit, all_tiers) {
+KVT_TIER_TEST(kv_store, capacity_limit, kvt_all_tiers) {
     struct fx fx, *f = &fx;
     fx_create(f, *ti, &SHAPE_A, 50);
     OK(kvt_fill(f->s, &f->r, 40, &f->rng));
@@ -503,7 +378,7 @@ TIER_TEST(capacity_limit, all_tiers) {
     fx_done(f);
 }
 
-TIER_TEST(commit_needs_every_layer, all_tiers) {
+KVT_TIER_TEST(kv_store, commit_needs_every_layer, kvt_all_tiers) {
     struct fx fx, *f = &fx;
     fx_create(f, *ti, &SHAPE_A, 100);
     OK(kvt_fill(f->s, &f->r, 30, &f->rng));
@@ -526,7 +401,7 @@ TIER_TEST(commit_needs_every_layer, all_tiers) {
 /* A prefill chunk: every layer appends 2000 positions before the one commit. The file tier
  * holds at most max_pending uncommitted positions per layer (default 1024): past that an
  * append fails and changes nothing; with a window that fits, the chunk goes through. */
-TIER_TEST(large_prefill_chunk, all_tiers) {
+KVT_TIER_TEST(kv_store, large_prefill_chunk, kvt_all_tiers) {
     struct fx fx, *f = &fx;
     fx_create(f, *ti, &SHAPE_B, 4096);
     OK(kvt_fill(f->s, &f->r, 5, &f->rng));
@@ -552,7 +427,7 @@ TIER_TEST(large_prefill_chunk, all_tiers) {
     fx_done(f);
 }
 
-TIER_TEST(discard_and_reappend, all_tiers) {
+KVT_TIER_TEST(kv_store, discard_and_reappend, kvt_all_tiers) {
     struct fx fx, *f = &fx;
     fx_create(f, *ti, &SHAPE_B, 100);
     OK(kvt_fill(f->s, &f->r, 30, &f->rng));
@@ -571,7 +446,7 @@ TIER_TEST(discard_and_reappend, all_tiers) {
     fx_done(f);
 }
 
-TIER_TEST(tags_round_trip, all_tiers) {
+KVT_TIER_TEST(kv_store, tags_round_trip, kvt_all_tiers) {
     struct fx fx, *f = &fx;
     fx_create(f, *ti, &SHAPE_A, 300);
     for (int i = 0; i < 6; i++) { /* alternate tags and NULL (zeros) */
@@ -598,7 +473,7 @@ TIER_TEST(tags_round_trip, all_tiers) {
     fx_done(f);
 }
 
-TIER_TEST(truncate_then_append, all_tiers) {
+KVT_TIER_TEST(kv_store, truncate_then_append, kvt_all_tiers) {
     struct fx fx, *f = &fx;
     fx_create(f, *ti, &SHAPE_A, 200);
     OK(kvt_fill(f->s, &f->r, 100, &f->rng));
@@ -629,245 +504,6 @@ TIER_TEST(truncate_then_append, all_tiers) {
         fx_reopen(f, &SHAPE_A);
         OK(kvt_check_all(f->s, &f->r));
     }
-    fx_done(f);
-}
-
-/* ---- persistence (file tiers) ---------------------------------------------------------------- */
-
-TIER_TEST(reopen_and_resume, file_tiers) {
-    struct fx fx, *f = &fx;
-    fx_create(f, *ti, &SHAPE_B, 300);
-    OK(kvt_fill(f->s, &f->r, 30, &f->rng));
-    OK(sl_kv_store_sync(f->s));
-    OK(kvt_fill(f->s, &f->r, 25, &f->rng));
-    OK(sl_kv_store_sync(f->s));
-    OK(kvt_fill(f->s, &f->r, 17, &f->rng)); /* close syncs these */
-    f->p.capacity = 5;                      /* ignored by open */
-    fx_reopen(f, &SHAPE_B);
-    OK(kvt_check_all(f->s, &f->r));
-    cr_assert_eq(sl_kv_store_capacity(f->s), 300);
-    fx_reopen(f, NULL);
-    struct sl_kv_shape got;
-    sl_kv_store_shape(f->s, &got);
-    cr_assert(got.n_layer == SHAPE_B.n_layer && got.n_head_kv == SHAPE_B.n_head_kv &&
-              got.head_dim == SHAPE_B.head_dim && got.dtype == SHAPE_B.dtype &&
-              got.block_tokens == SHAPE_B.block_tokens, "shape read back from the file differs");
-    OK(kvt_check_all(f->s, &f->r));
-    OK(kvt_fill(f->s, &f->r, 40, &f->rng));
-    OK(kvt_check_all(f->s, &f->r));
-    fx_reopen(f, &SHAPE_B);
-    OK(kvt_check_all(f->s, &f->r));
-    check_ranges(f);
-    fx_done(f);
-}
-
-TIER_TEST(pending_rows_not_persisted, file_tiers) {
-    struct fx fx, *f = &fx;
-    fx_create(f, *ti, &SHAPE_A, 100);
-    OK(kvt_fill(f->s, &f->r, 40, &f->rng));
-    for (int32_t l = 0; l < 3; l++) OK(kvt_append(f->s, &f->r, l, 30, &f->rng));
-    fx_reopen(f, &SHAPE_A);
-    OK(kvt_check_all(f->s, &f->r)); /* n_tokens 40 */
-    FAILS(kvt_commit(f->s, &f->r, 1, true, &f->rng));
-    fx_done(f);
-}
-
-Test(kv_store, sync_refused_while_pending, .timeout = 60) {
-    struct fx fx, *f = &fx;
-    fx_create(f, KVT_FILE_URING_DIRECT, &SHAPE_A, 100);
-    OK(kvt_fill(f->s, &f->r, 20, &f->rng));
-    OK(kvt_append(f->s, &f->r, 0, 3, &f->rng));
-    EXPECT_RC(sl_kv_store_sync(f->s), SL_EINVAL);
-    OK(kvt_discard(f->s, &f->r));
-    OK(sl_kv_store_sync(f->s));
-    OK(kvt_check_all(f->s, &f->r));
-    fx_done(f);
-}
-
-Test(kv_store, create_refuses_existing_path, .timeout = 60) {
-    struct fx fx, *f = &fx;
-    fx_create(f, KVT_FILE_URING_DIRECT, &SHAPE_A, 100);
-    OK(kvt_fill(f->s, &f->r, 20, &f->rng));
-    fx_reopen(f, &SHAPE_A); /* f->s stays open on the file */
-    char *other = kvt_join(f->dir, "other");
-    FILE *fp = fopen(other, "w");
-    fputs("not a store", fp);
-    fclose(fp);
-    struct sl_kv_store_params p = f->p;
-    sl_kv_store_t s = NULL;
-    p.path = other;
-    FAILS(sl_kv_store_create(&SHAPE_A, &p, &s));
-    char buf[16] = {0};
-    cr_assert(kvt_read_at(other, 0, buf, 11) == 0 && memcmp(buf, "not a store", 11) == 0,
-              "a refused create changed the existing file");
-    p.path = f->path; /* an existing store */
-    FAILS(sl_kv_store_create(&SHAPE_A, &p, &s));
-    OK(kvt_check_all(f->s, &f->r));
-    fx_reopen(f, &SHAPE_A);
-    OK(kvt_check_all(f->s, &f->r));
-    p.path = other;
-    p.overwrite = true;
-    OK(sl_kv_store_create(&SHAPE_B, &p, &s));
-    cr_assert_eq(sl_kv_store_n_tokens(s), 0);
-    sl_kv_store_free(s);
-    s = NULL;
-    OK(sl_kv_store_open(&SHAPE_B, &p, &s));
-    cr_assert_eq(sl_kv_store_n_tokens(s), 0);
-    sl_kv_store_free(s);
-    free(other);
-    fx_done(f);
-}
-
-/* A crash right after a call, simulated by copying the file while the store is open. */
-static void open_copy(struct fx *f, const char *name, sl_kv_store_t *out) {
-    char *copy = kvt_join(f->dir, name);
-    cr_assert_eq(kvt_copy_file(f->path, copy), 0);
-    struct sl_kv_store_params p = f->p;
-    p.path = copy;
-    int rc = sl_kv_store_open(&f->r.shape, &p, out);
-    cr_assert_eq(rc, 0, "[%s] open of the crash copy: %s (%s)", f->t->name, sl_strerror(rc),
-                 sl_error_detail());
-    free(copy);
-}
-
-TIER_TEST(crash_copies_hold_synced_state, file_tiers) {
-    struct fx fx, *f = &fx;
-    fx_create(f, *ti, &SHAPE_A, 300);
-    OK(kvt_fill(f->s, &f->r, 100, &f->rng));
-    OK(sl_kv_store_sync(f->s));
-    OK(kvt_fill(f->s, &f->r, 60, &f->rng)); /* committed, not synced */
-    sl_kv_store_t c = NULL;
-    open_copy(f, "crash1", &c);
-    int64_t n = sl_kv_store_n_tokens(c);
-    cr_assert(n >= 100 && n <= 160, "[%s] crash after commit: n_tokens %lld not in [100, 160]",
-              f->t->name, (long long)n);
-    struct kvt_ref old;
-    kvt_ref_copy(&old, &f->r);
-    old.n = n;
-    OK(kvt_check_all(c, &old));
-    sl_kv_store_free(c);
-    kvt_ref_free(&old);
-    /* truncate is durable on return */
-    OK(sl_kv_store_sync(f->s));
-    OK(kvt_truncate(f->s, &f->r, 37));
-    c = NULL;
-    open_copy(f, "crash2", &c);
-    OK(kvt_check_all(c, &f->r));
-    sl_kv_store_free(c);
-    fx_done(f);
-}
-
-/* The file matches storage/kv-format.h: header fields, offsets, checksums, data and tail blocks. */
-static void check_file_layout(struct fx *f) {
-    const struct sl_kv_shape *sh = &f->r.shape;
-    int64_t n = f->r.n, T = sh->block_tokens, D = sh->head_dim;
-    struct kvt_layout L;
-    kvt_layout_of(sh, f->r.capacity, &L);
-    cr_assert_eq(kvt_file_size(f->path), L.file_size, "file size %lld, documented %lld",
-                 (long long)kvt_file_size(f->path), (long long)L.file_size);
-    uint8_t hs[8192];
-    cr_assert_eq(kvt_read_slots(f->path, hs), 0);
-    int slot = kvt_current_slot(hs);
-    cr_assert(slot >= 0, "no header slot with the magic and a valid CRC32C");
-    const uint8_t *h = hs + 4096 * slot, *o = hs + 4096 * (1 - slot);
-    if (kvt_slot_valid(o)) cr_assert_lt(kvt_le64(o + 48), kvt_le64(h + 48));
-    uint32_t want32[] = {1, 4096, (uint32_t)sh->n_layer, (uint32_t)sh->n_head_kv, (uint32_t)D,
-                         (uint32_t)sh->dtype, (uint32_t)T, (uint32_t)L.block_stride};
-    for (int i = 0; i < 8; i++)
-        cr_assert_eq(kvt_le32(h + 8 + 4 * i), want32[i], "u32 at %d is %u, documented %u",
-                     8 + 4 * i, kvt_le32(h + 8 + 4 * i), want32[i]);
-    int64_t want64[] = {f->r.capacity, -1, n, L.tail_off[slot], L.crc_off, L.tag_off, L.data_off,
-                        L.file_size};
-    for (int i = 0; i < 8; i++)
-        if (i != 1)
-            cr_assert_eq((int64_t)kvt_le64(h + 40 + 8 * i), want64[i], "u64 at %d is %lld, documented %lld",
-                         40 + 8 * i, (long long)kvt_le64(h + 40 + 8 * i), (long long)want64[i]);
-    cr_assert_geq(kvt_le64(h + 48), 1);
-    cr_assert_arr_eq(h + 112, kvt_fingerprint, 32);
-    for (int i = 144; i < 4092; i++) cr_assert_eq(h[i], 0, "header byte %d not zero", i);
-    /* tags */
-    uint32_t *tags = malloc((size_t)n * 4 + 4);
-    cr_assert_eq(kvt_read_at(f->path, L.tag_off, tags, (size_t)n * 4), 0);
-    for (int64_t i = 0; i < n; i++) cr_assert_eq(kvt_le32((uint8_t *)&tags[i]), f->r.tags[i]);
-    cr_assert_eq(kvt_le32(h + 108), kvt_crc32c(0, tags, (size_t)n * 4), "tags_crc");
-    free(tags);
-    /* tail region of the current slot */
-    uint8_t *tail = malloc((size_t)L.tail_bytes);
-    cr_assert_eq(kvt_read_at(f->path, L.tail_off[slot], tail, (size_t)L.tail_bytes), 0);
-    cr_assert_eq(kvt_le32(h + 104), kvt_crc32c(0, tail, (size_t)L.tail_bytes), "tail_crc");
-    int64_t nb_full = n / T, row = D * 2;
-    uint8_t *blk = malloc((size_t)L.block_stride), *crcs = malloc((size_t)L.crc_bytes);
-    cr_assert_eq(kvt_read_at(f->path, L.crc_off, crcs, (size_t)L.crc_bytes), 0);
-    for (int32_t l = 0; l < sh->n_layer; l++)
-        for (int32_t hd = 0; hd < sh->n_head_kv; hd++) {
-            for (int64_t b = 0; b < nb_full; b++) {
-                cr_assert_eq(kvt_read_at(f->path, kvt_block_off(&L, sh, l, b, hd), blk,
-                                         (size_t)L.block_stride), 0);
-                for (int64_t t = 0; t < T; t++) {
-                    cr_assert_arr_eq(blk + t * row, kvt_ref_k(&f->r, l, b * T + t, hd), (size_t)row,
-                                     "K of data block (%d, %lld, %d) row %lld", l, (long long)b, hd, (long long)t);
-                    cr_assert_arr_eq(blk + (T + t) * row, kvt_ref_v(&f->r, l, b * T + t, hd), (size_t)row,
-                                     "V of data block (%d, %lld, %d) row %lld", l, (long long)b, hd, (long long)t);
-                }
-                for (int64_t i = L.block_bytes; i < L.block_stride; i++) cr_assert_eq(blk[i], 0);
-                uint32_t c = kvt_le32(crcs + 4 * (((int64_t)l * L.n_blocks + b) * sh->n_head_kv + hd));
-                cr_assert(c == kvt_crc32c(0, blk, (size_t)L.block_bytes) ||
-                          c == kvt_crc32c(0, blk, (size_t)L.block_stride),
-                          "checksum entry of block (%d, %lld, %d)", l, (long long)b, hd);
-            }
-            /* the partial block, in tail slot (layer * n_head_kv + head) */
-            const uint8_t *tb = tail + ((int64_t)l * sh->n_head_kv + hd) * L.block_stride;
-            for (int64_t p = nb_full * T; p < n; p++) {
-                cr_assert_arr_eq(tb + (p % T) * row, kvt_ref_k(&f->r, l, p, hd), (size_t)row,
-                                 "K of tail block (%d, %d) pos %lld", l, hd, (long long)p);
-                cr_assert_arr_eq(tb + (T + p % T) * row, kvt_ref_v(&f->r, l, p, hd), (size_t)row,
-                                 "V of tail block (%d, %d) pos %lld", l, hd, (long long)p);
-            }
-        }
-    free(blk);
-    free(crcs);
-    free(tail);
-}
-
-Test(kv_store, file_matches_documented_format, .timeout = 60) {
-    const struct sl_kv_shape *shapes[] = {&SHAPE_A, &SHAPE_B, &SHAPE_C};
-    for (int i = 0; i < 3; i++) {
-        struct fx fx, *f = &fx;
-        fx_create(f, KVT_FILE_URING_DIRECT, shapes[i], 100);
-        check_file_layout(f); /* empty */
-        OK(kvt_fill(f->s, &f->r, 70, &f->rng));
-        OK(sl_kv_store_sync(f->s));
-        check_file_layout(f);
-        OK(kvt_fill(f->s, &f->r, 5, &f->rng));
-        OK(sl_kv_store_close(f->s));
-        check_file_layout(f);
-        fx_done(f);
-    }
-}
-
-Test(kv_store, million_positions_sparse, .timeout = 60) {
-    const struct sl_kv_shape sh = {2, 1, 8, SL_KV_DTYPE_F16, 256};
-    struct fx fx, *f = &fx;
-    fx_create(f, KVT_FILE_URING_DIRECT, &sh, INT64_C(1) << 20);
-    struct stat st;
-    cr_assert_eq(stat(f->path, &st), 0);
-    cr_assert_geq(st.st_size, (INT64_C(1) << 20) * sl_kv_shape_bytes_per_token(&sh));
-    cr_assert_lt((int64_t)st.st_blocks * 512, INT64_C(8) << 20, "file not sparse: %lld bytes allocated",
-                 (long long)st.st_blocks * 512);
-    OK(kvt_fill(f->s, &f->r, 1000, &f->rng));
-    OK(sl_kv_store_sync(f->s));
-    cr_assert_eq(stat(f->path, &st), 0);
-    cr_assert_lt((int64_t)st.st_blocks * 512, INT64_C(8) << 20);
-    struct sl_kv_store_stats ss;
-    sl_kv_store_get_stats(f->s, &ss);
-    cr_assert_eq(ss.ram_budget, INT64_C(256) << 20);
-    cr_assert_leq(ss.ram_bytes, ss.ram_budget);
-    cr_assert_eq(ss.capacity, INT64_C(1) << 20);
-    f->p.ram_budget = INT64_C(16) << 20;
-    fx_reopen(f, &sh);
-    sl_kv_store_get_stats(f->s, &ss);
-    cr_assert_leq(ss.ram_bytes, INT64_C(16) << 20, "ram_bytes %lld", (long long)ss.ram_bytes);
-    OK(kvt_check_all(f->s, &f->r));
     fx_done(f);
 }
 
