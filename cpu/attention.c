@@ -10,27 +10,37 @@
 
 #define DECODE_MAX_ROWS 8
 
-/* ---- decode: flash-decoding over position slices ---------------------------------------- */
+/* ---- decode: flash-decoding over position chunks ----------------------------------------- */
+
+/* The positions are cut into chunks whose count depends on the length alone, never on the
+ * thread count, and the chunks' partial softmaxes are merged in chunk order: the output is
+ * bitwise the same for any number of threads (so is a greedy generation). */
+#define DECODE_CHUNK_MIN 256
+#define DECODE_MAX_CHUNKS 64
+
+static int64_t decode_chunks(int64_t len) {
+    int64_t c = (len + DECODE_CHUNK_MIN - 1) / DECODE_CHUNK_MIN;
+    return c < 1 ? 1 : c < DECODE_MAX_CHUNKS ? c : DECODE_MAX_CHUNKS;
+}
 
 struct decode_task {
     const struct sl_kv_cache *kv;
     int32_t layer, n_head, n_rep, hd;
     const float *q;  /* (n_head, hd), f16-rounded */
     int64_t len;     /* positions [0, len) */
+    int64_t chunks;  /* decode_chunks(len) */
     float scale;
-    float *part;     /* (nth, n_head, 2): max, sum of the slice's softmax numerators */
-    float *acc;      /* (nth, n_head, hd): the slice's weighted sum of V rows */
+    float *part;     /* (chunks, n_head, 2): max, sum of the chunk's softmax numerators */
+    float *acc;      /* (chunks, n_head, hd): the chunk's weighted sum of V rows */
     float *scores;   /* (nth, n_rep, slice) */
-    int64_t slice;
+    int64_t slice;   /* the longest chunk */
 };
 
-static void decode_slice(void *arg, int ith, int nth) {
-    const struct decode_task *t = arg;
+static void decode_chunk(const struct decode_task *t, int64_t c, float *sc) {
     int64_t j0, j1;
-    sl_split_range(t->len, ith, nth, &j0, &j1);
+    sl_split_range(t->len, (int)c, (int)t->chunks, &j0, &j1);
     const int hd = t->hd, nr = t->n_rep;
     const int64_t m = j1 - j0;
-    float *sc = t->scores + (size_t)ith * (size_t)t->slice * (size_t)nr; /* (nr, slice) */
     for (int32_t g = 0; g < t->kv->n_head_kv; g++) {
         const uint16_t *k = sl_kv_cache_k(t->kv, t->layer, g, 0), *v = sl_kv_cache_v(t->kv, t->layer, g, 0);
         const float *q = t->q + (size_t)g * nr * hd; /* the group's queries, contiguous */
@@ -46,49 +56,59 @@ static void decode_slice(void *arg, int ith, int nth) {
             sum[r] = m ? sl_exp_sub_sum(sc + r * t->slice, m, mx[r]) : 0;
         }
         /* Values: each V row is read once and added into every query's accumulator. */
-        float *acc = t->acc + (size_t)ith * (size_t)t->n_head * (size_t)hd + (size_t)g * nr * hd;
+        float *acc = t->acc + (size_t)c * (size_t)t->n_head * (size_t)hd + (size_t)g * nr * hd;
         memset(acc, 0, (size_t)nr * (size_t)hd * sizeof *acc);
         for (int64_t j = j0; j < j1; j++) {
             for (int r = 0; r < nr; r++) s[r] = sc[r * t->slice + (j - j0)];
             sl_f16_axpy_multi(s, v + j * hd, nr, hd, acc);
         }
         for (int r = 0; r < nr; r++) {
-            float *p = t->part + ((size_t)ith * t->n_head + (size_t)(g * nr + r)) * 2;
+            float *p = t->part + ((size_t)c * t->n_head + (size_t)(g * nr + r)) * 2;
             p[0] = mx[r];
             p[1] = sum[r];
         }
     }
 }
 
+static void decode_slice(void *arg, int ith, int nth) {
+    const struct decode_task *t = arg;
+    float *sc = t->scores + (size_t)ith * (size_t)t->slice * (size_t)t->n_rep; /* (nr, slice) */
+    for (int64_t c = ith; c < t->chunks; c += nth) decode_chunk(t, c, sc);
+}
+
 static int attend_decode(sl_threadpool *pool, struct sl_attn_scratch *s, const struct sl_kv_cache *kv,
                          int32_t layer, const float *q, int64_t n, int64_t pos0, int32_t n_head, float *out) {
     const int hd = kv->head_dim, nth = sl_threadpool_size(pool), nr = n_head / kv->n_head_kv;
     if (nr > 64) return sl_fail(SL_EUNSUPPORTED, "GQA groups over 64 heads");
-    int64_t max_len = pos0 + n, slice = (max_len + nth - 1) / nth;
+    const int64_t max_len = pos0 + n, max_chunks = decode_chunks(max_len);
+    /* the longest chunk of any length up to max_len: a chunk is at most DECODE_CHUNK_MIN long
+     * until the count reaches its cap, then ceil(len / cap) */
+    int64_t slice = (max_len + max_chunks - 1) / max_chunks;
+    if (slice < DECODE_CHUNK_MIN) slice = DECODE_CHUNK_MIN;
     float *qr = sl_scratch_get(&s->q, (size_t)n_head * (size_t)hd * sizeof(float));
-    float *part = sl_scratch_get(&s->part, (size_t)nth * (size_t)n_head * (size_t)(hd + 2) * sizeof(float));
-    float *acc = part + (size_t)nth * (size_t)n_head * 2;
+    float *part = sl_scratch_get(&s->part, (size_t)max_chunks * (size_t)n_head * (size_t)(hd + 2) * sizeof(float));
+    float *acc = part + (size_t)max_chunks * n_head * 2;
     float *scores = sl_scratch_get(&s->scores, (size_t)nth * (size_t)slice * (size_t)nr * sizeof(float));
     if (!qr || !part || !scores) return SL_ENOMEM;
     for (int64_t t = 0; t < n; t++) {
-        int64_t len = pos0 + t + 1;
+        int64_t len = pos0 + t + 1, chunks = decode_chunks(len);
         memcpy(qr, q + t * n_head * hd, (size_t)n_head * (size_t)hd * sizeof(float));
         sl_round_to_f16(qr, (int64_t)n_head * hd);
-        struct decode_task dt = {kv, layer, n_head, nr, hd, qr, len, 1.0f / sqrtf((float)hd),
+        struct decode_task dt = {kv, layer, n_head, nr, hd, qr, len, chunks, 1.0f / sqrtf((float)hd),
                                  part, acc, scores, slice};
         sl_threadpool_run(pool, decode_slice, &dt);
-        /* Merge the slices' partial softmaxes: rescale each to the global max. */
+        /* Merge the chunks' partial softmaxes in order: rescale each to the global max. */
         for (int32_t h = 0; h < n_head; h++) {
             float *o = out + (t * n_head + h) * hd, m = -INFINITY, l = 0;
-            for (int i = 0; i < nth; i++) {
+            for (int64_t i = 0; i < chunks; i++) {
                 const float *p = part + ((size_t)i * n_head + (size_t)h) * 2;
                 if (p[1] > 0 && p[0] > m) m = p[0];
             }
             memset(o, 0, (size_t)hd * sizeof *o);
-            for (int i = 0; i < nth; i++) {
+            for (int64_t i = 0; i < chunks; i++) {
                 const float *p = part + ((size_t)i * n_head + (size_t)h) * 2;
                 const float *a = acc + ((size_t)i * n_head + (size_t)h) * (size_t)hd;
-                if (p[1] <= 0) continue; /* empty slice */
+                if (p[1] <= 0) continue; /* empty chunk */
                 float f = expf(p[0] - m);
                 l += f * p[1];
                 for (int d = 0; d < hd; d++) o[d] += f * a[d];

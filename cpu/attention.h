@@ -1,7 +1,9 @@
 /* Dense causal attention over the f16 KV cache on the CPU.
- * Few query rows (decode): per token, every thread scans a slice of the positions for all KV
- * heads, each K/V row read once for the whole GQA group, keeping a running max/sum
- * (flash-decoding); the slices' partial softmaxes are merged at the end.
+ * Few query rows (decode): per token, the positions are cut into chunks (their count set by the
+ * length alone: 256 positions each, at most 64 chunks) that the threads share; a chunk is
+ * scanned for all KV heads, each K/V row read once for the whole GQA group, keeping a running
+ * max/sum (flash-decoding); the chunks' partial softmaxes are merged in order at the end, so
+ * the result does not depend on the thread count.
  * Many rows (prefill chunks): per head, S = Q.K^T and O = softmax(S).V with OpenBLAS sgemm.
  * Queries are rounded to f16 first, as multiplying against f16 keys does in llama.cpp. */
 #ifndef SL_CPU_ATTENTION_H

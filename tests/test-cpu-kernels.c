@@ -222,6 +222,39 @@ Test(attention, decode_and_prefill_paths_match_naive) {
     free(k); free(v); free(q); free(o); free(r);
 }
 
+/* Decode attention gives the same bits on 1 to 5 threads: the chunking and merge order do not
+ * follow the thread count (a greedy generation must not change with -t). */
+Test(attention, decode_bitwise_independent_of_threads) {
+    struct sl_kv_cache kv;
+    const int n_head = 6, n_kv = 2, hd = 64, ctx = 20000;
+    cr_assert_eq(sl_kv_cache_init(&kv, 1, n_kv, hd, ctx), 0);
+    float *k = malloc(sizeof(float) * ctx * n_kv * hd), *v = malloc(sizeof(float) * ctx * n_kv * hd);
+    for (int64_t i = 0; i < (int64_t)ctx * n_kv * hd; i++) {
+        k[i] = frand() * 2;
+        v[i] = frand();
+    }
+    cr_assert_eq(sl_kv_cache_write(&kv, 0, 0, ctx, k, v), 0);
+    float q[4 * 6 * 64], ref[4 * 6 * 64], o[4 * 6 * 64];
+    for (int i = 0; i < 4 * n_head * hd; i++) q[i] = frand() * 2;
+    const int64_t lens[] = {1, 255, 257, 1000, 16385, 20000};
+    for (size_t c = 0; c < sizeof lens / sizeof lens[0]; c++) {
+        int64_t n = lens[c] >= 4 ? 4 : 1, pos0 = lens[c] - n;
+        for (int threads = 1; threads <= 5; threads++) {
+            sl_threadpool *p;
+            cr_assert_eq(sl_threadpool_create(threads, 0, &p), 0);
+            struct sl_attn_scratch s = {0};
+            cr_assert_eq(sl_cpu_attention(p, &s, &kv, 0, q, n, pos0, n_head, threads == 1 ? ref : o), 0);
+            if (threads > 1)
+                cr_assert_arr_eq(o, ref, sizeof(float) * (size_t)(n * n_head * hd),
+                                 "length %lld: %d threads differ from 1", (long long)lens[c], threads);
+            sl_attn_scratch_free(&s);
+            sl_threadpool_free(p);
+        }
+    }
+    sl_kv_cache_free(&kv);
+    free(k); free(v);
+}
+
 Test(vec_dot, activation_quantization_paths_identical) {
     enum { N = 4096 };
     static float x[N];
