@@ -371,7 +371,7 @@ static int64_t select_float(struct sl_sparse *s, int64_t P, int64_t k, int64_t *
         const int64_t nb = (P + B - 1) / B, kb = (k + B - 1) / B;
         for (int64_t b = 0; b < nb; b++) {
             float m = -INFINITY;
-            for (int64_t j = b * B; j < (b + 1) * B && j < P; j++) m = fmaxf(m, s->fscore[j]);
+            for (int64_t j = b * B; j < (b + 1) * B && j < P; j++) m = s->fscore[j] > m ? s->fscore[j] : m;
             s->ftmp[b] = m;
         }
         /* block choices in mask[0, nb) first (bit 2), expanded below */

@@ -3,6 +3,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "core/internal.h"
@@ -52,7 +53,7 @@ static void decode_chunk(const struct decode_task *t, int64_t c, float *sc) {
         }
         for (int r = 0; r < nr; r++) {
             mx[r] = -INFINITY;
-            for (int64_t j = 0; j < m; j++) mx[r] = fmaxf(mx[r], sc[r * t->slice + j]);
+            for (int64_t j = 0; j < m; j++) mx[r] = sc[r * t->slice + j] > mx[r] ? sc[r * t->slice + j] : mx[r];
             sum[r] = m ? sl_exp_sub_sum(sc + r * t->slice, m, mx[r]) : 0;
         }
         /* Values: each V row is read once and added into every query's accumulator. */
@@ -119,30 +120,47 @@ static int attend_decode(sl_threadpool *pool, struct sl_attn_scratch *s, const s
     return 0;
 }
 
-/* ---- prefill: sgemm per head ------------------------------------------------------------ */
+/* ---- prefill: sgemm per (head, tile of query rows) ----------------------------------------- */
 
-struct softmax_task {
-    float *s;
-    int64_t n, len, pos0;
+/* Units of work: one head's PREFILL_TILE query rows; S = Q.K^T over the positions the tile's
+ * last row sees (the causal triangle past them is skipped), softmax, O = S.V, each product
+ * one single-threaded sgemm. Units go to whichever thread is free; a unit's result does not
+ * depend on who computes it, so the output is bitwise the same for any thread count. */
+#define PREFILL_TILE 128
+
+struct prefill_task {
+    const float *qr, *kf, *vf; /* qr (n, n_head * hd) f16-rounded; kf, vf (len, hd) of KV head g */
+    float *out, *scores;       /* scores: per thread, PREFILL_TILE * len */
+    int64_t n, pos0, len, n_tiles;
+    int32_t n_head, n_rep, hd, g;
     float scale;
+    atomic_int_fast64_t next;
 };
 
-static void softmax_rows(void *arg, int ith, int nth) {
-    const struct softmax_task *t = arg;
-    int64_t r0, r1;
-    sl_split_range(t->n, ith, nth, &r0, &r1);
-    for (int64_t r = r0; r < r1; r++) {
-        float *row = t->s + r * t->len;
-        int64_t visible = t->pos0 + r + 1; /* causal: positions [0, pos0 + r] */
-        float m = -INFINITY;
-        for (int64_t j = 0; j < visible; j++) {
-            row[j] *= t->scale;
-            m = fmaxf(m, row[j]);
+static void prefill_units(void *arg, int ith, int nth) {
+    (void)nth;
+    struct prefill_task *t = arg;
+    const int hd = t->hd;
+    const int64_t width = (int64_t)t->n_head * hd;
+    float *sc = t->scores + (size_t)ith * PREFILL_TILE * (size_t)t->len;
+    for (int64_t u; (u = atomic_fetch_add(&t->next, 1)) < t->n_tiles * t->n_rep;) {
+        int32_t h = t->g * t->n_rep + (int32_t)(u / t->n_tiles);
+        int64_t r0 = u % t->n_tiles * PREFILL_TILE, rows = t->n - r0 < PREFILL_TILE ? t->n - r0 : PREFILL_TILE;
+        int64_t cols = t->pos0 + r0 + rows; /* what the tile's last row sees */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)cols, hd, t->scale,
+                    t->qr + r0 * width + h * hd, (int)width, t->kf, hd, 0.0f, sc, (int)cols);
+        for (int64_t r = 0; r < rows; r++) {
+            float *row = sc + r * cols;
+            int64_t visible = t->pos0 + r0 + r + 1; /* causal: positions [0, pos0 + r0 + r] */
+            float m = -INFINITY;
+            for (int64_t j = 0; j < visible; j++) m = row[j] > m ? row[j] : m; /* not fmaxf: a libm call */
+            /* vectorised exp: at long contexts this loop runs len x n_batch times per head */
+            float inv = 1.0f / sl_exp_sub_sum(row, visible, m);
+            for (int64_t j = 0; j < visible; j++) row[j] *= inv;
+            for (int64_t j = visible; j < cols; j++) row[j] = 0;
         }
-        /* vectorised exp: at long contexts this loop runs len x n_batch times per head */
-        float inv = 1.0f / sl_exp_sub_sum(row, visible, m);
-        for (int64_t j = 0; j < visible; j++) row[j] *= inv;
-        for (int64_t j = visible; j < t->len; j++) row[j] = 0;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, hd, (int)cols, 1.0f, sc, (int)cols,
+                    t->vf, hd, 0.0f, t->out + r0 * width + h * hd, (int)width);
     }
 }
 
@@ -161,12 +179,12 @@ static void convert_rows(void *arg, int ith, int nth) {
 
 static int attend_prefill(sl_threadpool *pool, struct sl_attn_scratch *s, const struct sl_kv_cache *kv,
                           int32_t layer, const float *q, int64_t n, int64_t pos0, int32_t n_head, float *out) {
-    const int hd = kv->head_dim, nr = n_head / kv->n_head_kv;
+    const int hd = kv->head_dim, nth = sl_threadpool_size(pool);
     const int64_t len = pos0 + n, width = (int64_t)n_head * hd;
     float *qr = sl_scratch_get(&s->q, (size_t)n * (size_t)width * sizeof(float));
     float *kf = sl_scratch_get(&s->kf, (size_t)len * (size_t)hd * sizeof(float));
     float *vf = sl_scratch_get(&s->vf, (size_t)len * (size_t)hd * sizeof(float));
-    float *sc = sl_scratch_get(&s->scores, (size_t)n * (size_t)len * sizeof(float));
+    float *sc = sl_scratch_get(&s->scores, (size_t)nth * PREFILL_TILE * (size_t)len * sizeof(float));
     if (!qr || !kf || !vf || !sc) return SL_ENOMEM;
     memcpy(qr, q, (size_t)n * (size_t)width * sizeof(float));
     sl_round_to_f16(qr, n * width);
@@ -175,15 +193,12 @@ static int attend_prefill(sl_threadpool *pool, struct sl_attn_scratch *s, const 
         struct convert_task cv = {sl_kv_cache_v(kv, layer, g, 0), vf, len * hd};
         sl_threadpool_run(pool, convert_rows, &ck);
         sl_threadpool_run(pool, convert_rows, &cv);
-        for (int r = 0; r < nr; r++) {
-            int32_t h = g * nr + r;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)len, hd, 1.0f,
-                        qr + h * hd, (int)width, kf, hd, 0.0f, sc, (int)len);
-            struct softmax_task st = {sc, n, len, pos0, 1.0f / sqrtf((float)hd)};
-            sl_threadpool_run(pool, softmax_rows, &st);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, hd, (int)len, 1.0f, sc,
-                        (int)len, vf, hd, 0.0f, out + h * hd, (int)width);
-        }
+        struct prefill_task pt = {.qr = qr, .kf = kf, .vf = vf, .out = out, .scores = sc, .n = n,
+                                  .pos0 = pos0, .len = len, .n_tiles = (n + PREFILL_TILE - 1) / PREFILL_TILE,
+                                  .n_head = n_head, .n_rep = n_head / kv->n_head_kv, .hd = hd, .g = g,
+                                  .scale = 1.0f / sqrtf((float)hd)};
+        atomic_init(&pt.next, 0);
+        sl_threadpool_run(pool, prefill_units, &pt);
     }
     return 0;
 }

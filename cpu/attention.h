@@ -4,7 +4,9 @@
  * scanned for all KV heads, each K/V row read once for the whole GQA group, keeping a running
  * max/sum (flash-decoding); the chunks' partial softmaxes are merged in order at the end, so
  * the result does not depend on the thread count.
- * Many rows (prefill chunks): per head, S = Q.K^T and O = softmax(S).V with OpenBLAS sgemm.
+ * Many rows (prefill chunks): per head and tile of 128 query rows, S = Q.K^T over the
+ * positions the tile sees and O = softmax(S).V, each a single-threaded OpenBLAS sgemm; the
+ * threads take tiles as they come free. Neither path's result depends on the thread count.
  * Queries are rounded to f16 first, as multiplying against f16 keys does in llama.cpp. */
 #ifndef SL_CPU_ATTENTION_H
 #define SL_CPU_ATTENTION_H

@@ -153,8 +153,10 @@ int sl_backend_cpu_create(int n_threads, struct sl_backend **out) {
         free(c);
         return rc;
     }
-    /* OpenBLAS runs the prefill GEMMs with as many threads as our pool has. */
-    openblas_set_num_threads(sl_threadpool_size(c->pool));
+    /* Our pool's threads each call a single-threaded OpenBLAS sgemm on their own tiles
+     * (cpu/matmul.h, cpu/attention.h): OpenBLAS's own threading would split the products by
+     * the thread count, and the rounding with them. The setting is process-wide. */
+    openblas_set_num_threads(1);
     c->be = (struct sl_backend){
         .name = "cpu", .impl = c, .host_memory = true, .buf_alloc = op_buf_alloc, .buf_free = op_buf_free,
         .upload = op_copy, .download = op_copy, .copy = op_copy, .load_model = NULL, .matmul = op_matmul, .matmul_n = op_matmul_n,

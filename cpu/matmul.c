@@ -3,13 +3,15 @@
 
 #include <cblas.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 
 #include "core/internal.h"
 #include "cpu/vec-dot.h"
 #include "spotlight/quant.h"
 
-#define WSLICE_BYTES (8u << 20) /* f32 weight slice for sgemm: bounds the scratch */
+#define SGEMM_TILE_MIN 64  /* W rows per sgemm call: enough to amortize packing x */
+#define SGEMM_TILE_MAX 256
 
 /* Several weights over the same activations in one parallel section: rows of all weights
  * are numbered consecutively and split across threads. */
@@ -38,21 +40,6 @@ static void dot_rows(void *arg, int ith, int nth) {
                 t->y[wi][i * t->m[wi] + r] = t->dot[wi](row, t->xq[wi] + (size_t)i * t->xq_row[wi], t->k);
         }
     }
-}
-
-struct dequant_task {
-    int type;
-    const uint8_t *src;
-    size_t w_row;
-    int64_t k, rows;
-    float *dst;
-};
-
-static void dequant_rows(void *arg, int ith, int nth) {
-    const struct dequant_task *t = arg;
-    int64_t r0, r1;
-    sl_split_range(t->rows, ith, nth, &r0, &r1);
-    if (r1 > r0) sl_dequant_f32(t->type, t->src + (size_t)r0 * t->w_row, t->dst + r0 * t->k, (r1 - r0) * t->k);
 }
 
 static int matmul_dot(sl_threadpool *pool, struct sl_matmul_scratch *s, int nw,
@@ -110,29 +97,52 @@ static const float *fake_quantize(struct sl_matmul_scratch *s, enum sl_act_forma
     return xf;
 }
 
+/* The sgemm path cuts W into tiles of rows whose size follows W's shape alone; each tile is
+ * dequantized into the thread's own buffer (it stays in L2) and multiplied by one
+ * single-threaded sgemm call. Tiles go to whichever thread is free, and a tile's result does
+ * not depend on who computes it, so y is bitwise the same for any thread count (OpenBLAS's
+ * own threading splits the work by the thread count, and with it the rounding). */
+static int64_t sgemm_tile_rows(int64_t m) {
+    int64_t t = (m / 8 + 15) / 16 * 16; /* about 8 tiles, whole multiples of 16 rows */
+    return t < SGEMM_TILE_MIN ? SGEMM_TILE_MIN : t > SGEMM_TILE_MAX ? SGEMM_TILE_MAX : t;
+}
+
+struct sgemm_task {
+    const struct sl_gguf_tensor *w;
+    size_t w_row;
+    const float *x;
+    float *y, *wf; /* wf: per thread, tile * k floats */
+    int64_t n, k, m, tile, n_tiles;
+    atomic_int_fast64_t next;
+};
+
+static void sgemm_tiles(void *arg, int ith, int nth) {
+    (void)nth;
+    struct sgemm_task *t = arg;
+    float *wf = t->wf + (size_t)ith * (size_t)(t->tile * t->k);
+    for (int64_t i; (i = atomic_fetch_add(&t->next, 1)) < t->n_tiles;) {
+        int64_t r0 = i * t->tile, rows = t->m - r0 < t->tile ? t->m - r0 : t->tile;
+        const float *wp = wf;
+        if (t->w->type == SL_TYPE_F32) wp = (const float *)t->w->data + r0 * t->k;
+        else sl_dequant_f32(t->w->type, (const uint8_t *)t->w->data + (size_t)r0 * t->w_row, wf, rows * t->k);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)t->n, (int)rows, (int)t->k, 1.0f, t->x,
+                    (int)t->k, wp, (int)t->k, 0.0f, t->y + r0, (int)t->m);
+    }
+}
+
 static int matmul_sgemm(sl_threadpool *pool, struct sl_matmul_scratch *s, const struct sl_gguf_tensor *w,
                         const float *x_in, int64_t n, float *y) {
-    int64_t k = w->ne[0], m = w->ne[1];
+    int64_t k = w->ne[0], m = w->ne[1], tile = sgemm_tile_rows(m);
     const float *x = fake_quantize(s, sl_vec_dot_for(w->type).act, x_in, n, k);
     if (!x) return SL_ENOMEM;
-    int64_t slice = WSLICE_BYTES / (sizeof(float) * (size_t)k);
-    if (slice < 1) slice = 1;
-    if (slice > m) slice = m;
-    float *wf = sl_scratch_get(&s->wf32, (size_t)slice * (size_t)k * sizeof(float));
+    int nth = sl_threadpool_size(pool);
+    float *wf = sl_scratch_get(&s->wf32, (size_t)nth * (size_t)(tile * k) * sizeof(float));
     if (!wf) return SL_ENOMEM;
-    size_t w_row = (size_t)sl_type_row_bytes(w->type, k);
-    for (int64_t r0 = 0; r0 < m; r0 += slice) {
-        int64_t rows = m - r0 < slice ? m - r0 : slice;
-        const float *wp = wf;
-        if (w->type == SL_TYPE_F32) {
-            wp = (const float *)w->data + r0 * k;
-        } else {
-            struct dequant_task dt = {w->type, (const uint8_t *)w->data + (size_t)r0 * w_row, w_row, k, rows, wf};
-            sl_threadpool_run(pool, dequant_rows, &dt);
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)rows, (int)k, 1.0f, x, (int)k,
-                    wp, (int)k, 0.0f, y + r0, (int)m);
-    }
+    struct sgemm_task t = {.w = w, .w_row = (size_t)sl_type_row_bytes(w->type, k), .x = x, .y = y,
+                           .wf = wf, .n = n, .k = k, .m = m, .tile = tile,
+                           .n_tiles = (m + tile - 1) / tile};
+    atomic_init(&t.next, 0);
+    sl_threadpool_run(pool, sgemm_tiles, &t);
     return 0;
 }
 

@@ -1,9 +1,11 @@
 /* y (n, m) = x (n, k) . W^T for a GGUF weight W of shape (k, m) in any supported type.
  * Few rows (decode): activations are quantized once and every thread takes a slice of W's
  * rows through the integer dot kernels (cpu/vec-dot.h) — W is read once, at memory speed.
- * Many rows (prefill): W is dequantized slice by slice into f32 and multiplied with
+ * Many rows (prefill): W is cut into tiles of rows (64-256, set by W's shape), each
+ * dequantized into f32 by the thread that takes it and multiplied with a single-threaded
  * OpenBLAS sgemm, where arithmetic, not bytes, is the limit. Both paths see activations
- * rounded to the same 8-bit blocks, so they agree to float rounding. */
+ * rounded to the same 8-bit blocks, so they agree to float rounding, and neither result
+ * depends on the thread count. */
 #ifndef SL_CPU_MATMUL_H
 #define SL_CPU_MATMUL_H
 
@@ -18,7 +20,7 @@
 
 struct sl_matmul_scratch {
     struct sl_scratch act;   /* quantized activations */
-    struct sl_scratch wf32;  /* dequantized weight slice */
+    struct sl_scratch wf32;  /* dequantized weight tiles, one per thread */
     struct sl_scratch xf32;  /* activations rounded through the 8-bit format */
 };
 

@@ -255,6 +255,64 @@ Test(attention, decode_bitwise_independent_of_threads) {
     free(k); free(v);
 }
 
+/* Prefill attention and the sgemm matmul path give the same bits on 1 to 5 threads: their work
+ * is cut into units set by the shapes alone, never by the thread count. */
+Test(attention, prefill_bitwise_independent_of_threads) {
+    struct sl_kv_cache kv;
+    const int n_head = 6, n_kv = 2, hd = 64, ctx = 1200;
+    cr_assert_eq(sl_kv_cache_init(&kv, 1, n_kv, hd, ctx), 0);
+    float *k = malloc(sizeof(float) * ctx * n_kv * hd), *v = malloc(sizeof(float) * ctx * n_kv * hd);
+    for (int64_t i = 0; i < (int64_t)ctx * n_kv * hd; i++) {
+        k[i] = frand() * 2;
+        v[i] = frand();
+    }
+    cr_assert_eq(sl_kv_cache_write(&kv, 0, 0, ctx, k, v), 0);
+    const int64_t nmax = 300;
+    float *q = malloc(sizeof(float) * nmax * n_head * hd), *ref = malloc(sizeof(float) * nmax * n_head * hd),
+          *o = malloc(sizeof(float) * nmax * n_head * hd);
+    for (int64_t i = 0; i < nmax * n_head * hd; i++) q[i] = frand() * 2;
+    struct { int64_t n, pos0; } cases[] = {{9, 0}, {300, 0}, {129, 700}, {300, 900}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (int threads = 1; threads <= 5; threads++) {
+            sl_threadpool *p;
+            cr_assert_eq(sl_threadpool_create(threads, 0, &p), 0);
+            struct sl_attn_scratch s = {0};
+            cr_assert_eq(sl_cpu_attention(p, &s, &kv, 0, q, cases[c].n, cases[c].pos0, n_head,
+                                          threads == 1 ? ref : o), 0);
+            if (threads > 1)
+                cr_assert_arr_eq(o, ref, sizeof(float) * (size_t)(cases[c].n * n_head * hd),
+                                 "case %zu: %d threads differ from 1", c, threads);
+            sl_attn_scratch_free(&s);
+            sl_threadpool_free(p);
+        }
+    sl_kv_cache_free(&kv);
+    free(k); free(v); free(q); free(ref); free(o);
+}
+
+Test(matmul, sgemm_path_bitwise_independent_of_threads) {
+    const int64_t k = 256, m = 700, n = 40; /* m: tiles of 96 rows, the last one short */
+    uint8_t *w = malloc((size_t)sl_type_row_bytes(SL_TYPE_Q4_1, k * m));
+    random_blocks(SL_TYPE_Q4_1, w, k * m);
+    struct sl_gguf_tensor t = {.name = "w", .type = SL_TYPE_Q4_1, .n_dims = 2, .ne = {k, m, 1, 1},
+                               .n_elems = k * m, .data = w};
+    float *x = malloc(sizeof(float) * n * k);
+    for (int64_t i = 0; i < n * k; i++) x[i] = frand();
+    float *ref = malloc(sizeof(float) * n * m), *y = malloc(sizeof(float) * n * m);
+    for (int threads = 1; threads <= 5; threads++) {
+        sl_threadpool *p;
+        cr_assert_eq(sl_threadpool_create(threads, 0, &p), 0);
+        struct sl_matmul_scratch s = {0};
+        cr_assert_eq(sl_cpu_matmul(p, &s, &t, x, n, threads == 1 ? ref : y), 0);
+        if (threads > 1)
+            cr_assert_arr_eq(y, ref, sizeof(float) * (size_t)(n * m), "%d threads differ from 1", threads);
+        sl_scratch_free(&s.act);
+        sl_scratch_free(&s.wf32);
+        sl_scratch_free(&s.xf32);
+        sl_threadpool_free(p);
+    }
+    free(w); free(x); free(ref); free(y);
+}
+
 Test(vec_dot, activation_quantization_paths_identical) {
     enum { N = 4096 };
     static float x[N];
