@@ -161,6 +161,7 @@ Test(matmul, dot_and_sgemm_paths_match_reference) {
     }
     sl_scratch_free(&s.act);
     sl_scratch_free(&s.wf32);
+    sl_scratch_free(&s.xf32);
     sl_threadpool_free(p);
     free(w); free(wf); free(x); free(y); free(ref);
 }
