@@ -223,18 +223,25 @@ Test(attention, decode_and_prefill_paths_match_naive) {
     free(k); free(v); free(q); free(o); free(r);
 }
 
-/* Decode attention gives the same bits on 1 to 5 threads: the chunking and merge order do not
- * follow the thread count (a greedy generation must not change with -t). */
-Test(attention, decode_bitwise_independent_of_threads) {
-    struct sl_kv_cache kv;
-    const int n_head = 6, n_kv = 2, hd = 64, ctx = 20000;
-    cr_assert_eq(sl_kv_cache_init(&kv, 1, n_kv, hd, ctx), 0);
+/* A one-layer f16 KV cache of ctx positions filled with random K (in [-1, 1)) and V. */
+static void random_kv(struct sl_kv_cache *kv, int n_layer, int layer, int n_kv, int hd, int ctx) {
+    cr_assert_eq(sl_kv_cache_init(kv, n_layer, n_kv, hd, ctx), 0);
     float *k = malloc(sizeof(float) * ctx * n_kv * hd), *v = malloc(sizeof(float) * ctx * n_kv * hd);
     for (int64_t i = 0; i < (int64_t)ctx * n_kv * hd; i++) {
         k[i] = frand() * 2;
         v[i] = frand();
     }
-    cr_assert_eq(sl_kv_cache_write(&kv, 0, 0, ctx, k, v), 0);
+    cr_assert_eq(sl_kv_cache_write(kv, layer, 0, ctx, k, v), 0);
+    free(k);
+    free(v);
+}
+
+/* Decode attention gives the same bits on 1 to 5 threads: the chunking and merge order do not
+ * follow the thread count (a greedy generation must not change with -t). */
+Test(attention, decode_bitwise_independent_of_threads) {
+    struct sl_kv_cache kv;
+    const int n_head = 6, n_kv = 2, hd = 64, ctx = 20000;
+    random_kv(&kv, 1, 0, n_kv, hd, ctx);
     float q[4 * 6 * 64], ref[4 * 6 * 64], o[4 * 6 * 64];
     for (int i = 0; i < 4 * n_head * hd; i++) q[i] = frand() * 2;
     const int64_t lens[] = {1, 255, 257, 1000, 16385, 20000};
@@ -253,7 +260,6 @@ Test(attention, decode_bitwise_independent_of_threads) {
         }
     }
     sl_kv_cache_free(&kv);
-    free(k); free(v);
 }
 
 /* Prefill attention and the sgemm matmul path give the same bits on 1 to 5 threads: their work
@@ -261,13 +267,7 @@ Test(attention, decode_bitwise_independent_of_threads) {
 Test(attention, prefill_bitwise_independent_of_threads) {
     struct sl_kv_cache kv;
     const int n_head = 6, n_kv = 2, hd = 64, ctx = 1200;
-    cr_assert_eq(sl_kv_cache_init(&kv, 1, n_kv, hd, ctx), 0);
-    float *k = malloc(sizeof(float) * ctx * n_kv * hd), *v = malloc(sizeof(float) * ctx * n_kv * hd);
-    for (int64_t i = 0; i < (int64_t)ctx * n_kv * hd; i++) {
-        k[i] = frand() * 2;
-        v[i] = frand();
-    }
-    cr_assert_eq(sl_kv_cache_write(&kv, 0, 0, ctx, k, v), 0);
+    random_kv(&kv, 1, 0, n_kv, hd, ctx);
     const int64_t nmax = 300;
     float *q = malloc(sizeof(float) * nmax * n_head * hd), *ref = malloc(sizeof(float) * nmax * n_head * hd),
           *o = malloc(sizeof(float) * nmax * n_head * hd);
@@ -287,7 +287,7 @@ Test(attention, prefill_bitwise_independent_of_threads) {
             sl_threadpool_free(p);
         }
     sl_kv_cache_free(&kv);
-    free(k); free(v); free(q); free(ref); free(o);
+    free(q); free(ref); free(o);
 }
 
 Test(matmul, sgemm_path_bitwise_independent_of_threads) {

@@ -78,8 +78,9 @@ KVT_TIER_TEST(kv_corrupt, data_block_bit_flip, kvt_file_tiers) {
 }
 
 /* Two syncs (70, then 100 positions, both with a partial last block), then a crash copy with
- * the newer slot's tail region or header damaged: the older state, exactly, or SL_ECORRUPT. */
-static void two_sync_copy(const char *dir, const char *name, struct kvt_ref *r, char **copy) {
+ * the newer slot's tail region or header damaged: the older state, exactly, or SL_ECORRUPT.
+ * Returns the copy's current header slot (holding 100 positions); *n_old: what the other holds. */
+static int two_sync_copy(const char *dir, const char *name, struct kvt_ref *r, char **copy, int64_t *n_old) {
     char *path = kvt_join(dir, "s.kv");
     struct sl_kv_store_params p = kvt_params(&kvt_tiers[KVT_FILE_URING_DIRECT], 200, path);
     uint64_t rng = 31;
@@ -94,6 +95,13 @@ static void two_sync_copy(const char *dir, const char *name, struct kvt_ref *r, 
     cr_assert_eq(kvt_copy_file(path, *copy), 0);
     sl_kv_store_free(s);
     free(path);
+    uint8_t hs[8192];
+    cr_assert_eq(kvt_read_slots(*copy, hs), 0);
+    int slot = kvt_current_slot(hs);
+    cr_assert(slot >= 0 && kvt_slot_valid(hs + 4096 * (1 - slot)), "two valid slots after two syncs");
+    *n_old = (int64_t)kvt_le64(hs + 4096 * (1 - slot) + 56);
+    cr_assert(kvt_le64(hs + 4096 * slot + 56) == 100 && *n_old < 100);
+    return slot;
 }
 
 static void expect_older_state(const char *copy, struct kvt_ref *r, int64_t n_old, bool may_fail) {
@@ -116,13 +124,8 @@ Test(kv_corrupt, damaged_tail_region, .timeout = 60) {
     snprintf(ctx, sizeof ctx, "[tail flip]");
     char *dir = kvt_tmpdir(), *copy;
     struct kvt_ref r;
-    two_sync_copy(dir, "copy", &r, &copy);
-    uint8_t hs[8192];
-    cr_assert_eq(kvt_read_slots(copy, hs), 0);
-    int slot = kvt_current_slot(hs);
-    cr_assert(slot >= 0 && kvt_slot_valid(hs + 4096 * (1 - slot)), "two valid slots after two syncs");
-    int64_t n_old = (int64_t)kvt_le64(hs + 4096 * (1 - slot) + 56);
-    cr_assert(kvt_le64(hs + 4096 * slot + 56) == 100 && n_old < 100);
+    int64_t n_old;
+    int slot = two_sync_copy(dir, "copy", &r, &copy, &n_old);
     struct kvt_layout L;
     kvt_layout_of(&SH4K, 200, &L);
     /* byte 0 of the region: the first K element of a partial block's first position */
@@ -138,13 +141,8 @@ Test(kv_corrupt, damaged_header_slot, .timeout = 60) {
     snprintf(ctx, sizeof ctx, "[header flip]");
     char *dir = kvt_tmpdir(), *copy;
     struct kvt_ref r;
-    two_sync_copy(dir, "copy", &r, &copy);
-    uint8_t hs[8192];
-    cr_assert_eq(kvt_read_slots(copy, hs), 0);
-    int slot = kvt_current_slot(hs);
-    cr_assert(slot >= 0 && kvt_slot_valid(hs + 4096 * (1 - slot)), "two valid slots after two syncs");
-    int64_t n_old = (int64_t)kvt_le64(hs + 4096 * (1 - slot) + 56);
-    cr_assert(kvt_le64(hs + 4096 * slot + 56) == 100 && n_old < 100);
+    int64_t n_old;
+    int slot = two_sync_copy(dir, "copy", &r, &copy, &n_old);
     if (n_old != 70) cr_log_warn("older slot holds %lld positions, not the 70 of the first sync", (long long)n_old);
     cr_assert_eq(kvt_flip_bit(copy, 4096 * slot + 56, 0), 0); /* n_tokens 100 -> 101 */
     expect_older_state(copy, &r, n_old, false);
