@@ -2,7 +2,8 @@
 # A million-token context on the CPU: corpus text ingested into one KV store in the file tier
 # (Spotlight sparse prefill), in pieces of ~128K tokens, each piece one `spotlight generate -n 0
 # --resume` run appending to the store; then a few tokens decoded at the full length. Records per
-# piece the prefill speed, the peak RSS and the disk the store takes, and writes
+# piece the prefill speed, the peak RSS and the disk the store takes, then the time to reopen the
+# full store with the key codes hashed again vs read from the code file, and writes
 # bench/results/long-1m.{md,csv}.
 #
 #   bench/run-1m.sh [--tokens 1048576] [--piece 131072] [--threads 2] [--decode 16]
@@ -95,6 +96,20 @@ if [ ! -s "$work/decode.json" ]; then
   mv "$work/decode.part" "$work/decode.json"
 fi
 
+# Reopening the million-token store: once with the key codes hashed again from the stored keys
+# (the code file removed), once with them read from the code file that run saved beside the store.
+for how in hashed read; do
+  [ -s "$work/resume-$how.json" ] && continue
+  [ $how = read ] || rm -f "$work/kv.slkv.codes"
+  echo "run-1m: resuming with the key codes $how" >&2
+  sync
+  { echo 1 >/proc/sys/vm/drop_caches; } 2>/dev/null || true
+  $bin generate -p " In short," -n 4 "${attn[@]}" --resume="$past" --json >"$work/resume-$how.part" \
+    2>"$work/resume-$how.err" || { echo "run-1m: resume failed: $(tail -1 "$work/resume-$how.err")" >&2; exit 1; }
+  mv "$work/resume-$how.part" "$work/resume-$how.json"
+done
+du -B1 "$work/kv.slkv.codes" | cut -f1 >"$work/codes.disk"
+
 mkdir -p bench/results
 python3 - "$work" "$threads" "$budget" <<'PY'
 import csv, json, os, sys
@@ -133,6 +148,15 @@ out.append(f"- Largest peak RSS of any run: **{peak / 2**30:.2f} GiB**; the stor
            f"{int(open(f'{work}/piece-{rows[-1][0]}.disk').read().split()[1]) / 2**30:.2f} GiB on disk; "
            f"resident key codes {a['code_bytes'] / 2**20:.0f} MiB.")
 csvrows.append(["decode", d["n_past"], d["n_generated"], d["decode_tok_s"], d["decode_s"], d["peak_rss_bytes"], "", a["code_bytes"]])
+r = {how: json.load(open(f"{work}/resume-{how}.json")) for how in ("hashed", "read")}
+assert not r["hashed"]["resume_codes_read"] and r["read"]["resume_codes_read"], "the resumes did not take the intended paths"
+codes_disk = int(open(f"{work}/codes.disk").read())
+out.append(f"- Reopening the store at {r['read']['n_stored']} tokens: **{r['hashed']['resume_s']:.1f} s** reading back and "
+           f"hashing every stored key, **{r['read']['resume_s']:.1f} s** reading the key codes saved beside it "
+           f"({codes_disk / 2**20:.0f} MiB on disk), {r['hashed']['resume_s'] / r['read']['resume_s']:.0f}x less.")
+for how in ("hashed", "read"):
+    csvrows.append([f"resume-{how}", r[how]["n_stored"], r[how]["n_generated"], "", r[how]["resume_s"],
+                    r[how]["peak_rss_bytes"], codes_disk if how == "read" else "", r[how]["attention"]["code_bytes"]])
 open("bench/results/long-1m.md", "w").write("\n".join(out) + "\n")
 csv.writer(open("bench/results/long-1m.csv", "w", newline="")).writerows(csvrows)
 print("\n".join(out))

@@ -1,11 +1,15 @@
 /* A context and its forward pass: one transformer step over a chunk of tokens, written once
  * against the backend seam (core/backend.h). Buffers are allocated at creation for a full
  * chunk, so evaluating allocates nothing except a larger logits buffer on first use. */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "core/backend.h"
+#include "core/code-file.h"
 #include "core/internal.h"
 #include "core/kv-cache.h"
 #include "core/sparse-attn.h"
@@ -44,6 +48,14 @@ struct sl_context {
     int64_t kv_device_cache;
     int64_t kv_resume_keep;
     sl_kv_store_t store;
+    uint8_t fp[32];            /* the model's fingerprint (set_attention) */
+    /* a resumed store: positions it brought, whether their key codes came from the code
+     * file, seconds reopening took */
+    int64_t resume_positions;
+    bool resume_codes_read;
+    double resume_s;
+    struct sl_kv_content_id codes_saved; /* the content the code file on disk is for, if known */
+    bool codes_known;
     int32_t ram_layers;        /* layers whose K/V the RAM cache holds: all, or the dense ones */
     uint16_t *k16, *v16;       /* (n_batch, n_head_kv * head_dim) the chunk's K/V in f16 */
     /* a decode token on a device with a store: its K/V of every layer, kept in the backend's
@@ -160,8 +172,40 @@ int sl_context_create(const sl_model *m, const struct sl_context_params *p, sl_c
     return 0;
 }
 
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* The store's key codes into the code file beside it (what a later resume reads instead of
+ * hashing every stored key), after a sync: best effort, a failure only costs that resume time. */
+static void save_codes(sl_context *c) {
+    struct sl_code_table t;
+    struct sl_code_source src;
+    if (!c->sparse || !c->kv_path || !sl_sparse_code_table(c->sparse, &t)) return;
+    char *path = sl_code_file_path(c->kv_path);
+    memcpy(src.model, c->fp, 32);
+    int rc = path ? 0 : sl_fail(SL_ENOMEM, "out of memory");
+    if (!rc) rc = sl_kv_store_sync(c->store);
+    if (!rc) rc = sl_kv_store_content_id(c->store, &src.store);
+    const struct sl_kv_content_id *was = &c->codes_saved;
+    if (!rc && c->codes_known && src.store.n_tokens == was->n_tokens && src.store.tags_crc == was->tags_crc &&
+        src.store.blocks_crc == was->blocks_crc && src.store.open_crc == was->open_crc) {
+        free(path); /* the file read at resume, and nothing changed since */
+        return;
+    }
+    if (!rc) rc = sl_sparse_hash_id(c->sparse, src.hash);
+    if (!rc) rc = sl_code_file_save(path, &t, &src);
+    if (rc)
+        sl_log(SL_LOG_WARN, "the key codes were not saved beside %s (%s); resuming it will hash its keys again",
+               c->kv_path, sl_error_detail());
+    free(path);
+}
+
 void sl_context_free(sl_context *c) {
     if (!c) return;
+    if (c->store) save_codes(c);
     sl_sparse_free(c->sparse);
     if (c->store) sl_kv_store_close(c->store); /* synced, so a later context can resume it */
     sl_kv_store_free(c->store);
@@ -351,6 +395,27 @@ int64_t sl_context_host_bytes(const sl_context *c) {
     return b;
 }
 
+/* The sparse layers' codes of the reopened store from its code file: true when read. A file
+ * for other content (stale after a crash, say) or a damaged one is reported and passed over. */
+static bool load_codes(sl_context *c, struct sl_sparse *sparse) {
+    struct sl_code_table t;
+    struct sl_code_source src;
+    if (!sl_sparse_code_table(sparse, &t)) return false;
+    memcpy(src.model, c->fp, 32);
+    char *path = sl_code_file_path(c->kv_path);
+    int rc = path ? 0 : sl_fail(SL_ENOMEM, "out of memory");
+    if (!rc) rc = sl_kv_store_content_id(c->store, &src.store);
+    if (!rc) rc = sl_sparse_hash_id(sparse, src.hash);
+    if (!rc) rc = sl_code_file_load(path, &t, &src);
+    /* a file for other content or another hash is expected (a crash, another --hash): a note */
+    if (rc && rc != -ENOENT)
+        sl_log(rc == SL_EMISMATCH ? SL_LOG_INFO : SL_LOG_WARN, "%s; hashing the stored keys again", sl_error_detail());
+    free(path);
+    c->codes_known = rc == 0;
+    if (!rc) c->codes_saved = src.store;
+    return rc == 0;
+}
+
 /* The store file and the RAM cache of the layers [0, ram_layers) (replacing what an earlier call
  * made); sparse: the new mode's state, NULL for dense, whose codes a resumed store fills. */
 static int open_store(sl_context *c, int32_t ram_layers, const uint8_t fp[32], struct sl_sparse *sparse) {
@@ -375,23 +440,38 @@ static int open_store(sl_context *c, int32_t ram_layers, const uint8_t fp[32], s
     sp.path = c->kv_path;
     sp.overwrite = true;
     sp.ram_budget = c->kv_ram_budget;
-    if (!c->kv_resume) return sl_kv_store_create(&shape, &sp, &c->store);
+    if (!c->kv_resume) {
+        if ((rc = sl_kv_store_create(&shape, &sp, &c->store))) return rc;
+        char *codes = sl_code_file_path(c->kv_path); /* the replaced store's */
+        if (codes && unlink(codes) != 0 && errno != ENOENT)
+            sl_log(SL_LOG_WARN, "cannot remove %s: %s", codes, strerror(errno));
+        free(codes);
+        return 0;
+    }
+    const double t0 = now_s();
     rc = sl_kv_store_open(&shape, &sp, &c->store);
     if (rc) return rc;
     int64_t n = sl_kv_store_n_tokens(c->store);
     if (c->kv_resume_keep < 0 || c->kv_resume_keep > n)
         return sl_fail(SL_EINVAL, "%s holds %" PRId64 " positions; cannot keep %" PRId64, c->kv_path, n,
                        c->kv_resume_keep);
+    if (sl_kv_store_capacity(c->store) < n_ctx)
+        return sl_fail(SL_EINVAL, "%s holds at most %" PRId64 " positions; the context asks for %" PRId64, c->kv_path,
+                       sl_kv_store_capacity(c->store), n_ctx);
+    /* the sparse layers' codes from the code file when it was saved for this very content:
+     * read before a truncation changes the content (the kept prefix's codes stay valid) */
+    const bool have_codes = n > 0 && sparse && load_codes(c, sparse);
     if (c->kv_resume_keep > 0 && c->kv_resume_keep < n) {
         if ((rc = sl_kv_store_truncate(c->store, c->kv_resume_keep))) return rc;
         n = c->kv_resume_keep;
     }
-    if (sl_kv_store_capacity(c->store) < n_ctx)
-        return sl_fail(SL_EINVAL, "%s holds at most %" PRId64 " positions; the context asks for %" PRId64, c->kv_path,
-                       sl_kv_store_capacity(c->store), n_ctx);
-    /* the RAM layers' rows back into RAM; the sparse layers' keys hashed again */
+    if (n > n_ctx)
+        return sl_fail(SL_EINVAL, "%s holds %" PRId64 " positions, more than the context's %" PRId64
+                       " (resume fewer, or a larger context)", c->kv_path, n, n_ctx);
+    /* the RAM layers' rows back into RAM; the sparse layers' keys hashed again unless their
+     * codes were read */
     uint16_t *kb = NULL, *vb = NULL;
-    if (n > 0 && sparse && ram_layers < cfg->n_layer) {
+    if (n > 0 && sparse && !have_codes && ram_layers < cfg->n_layer) {
         kb = malloc(sizeof(uint16_t) * (size_t)(n * cfg->head_dim));
         vb = malloc(sizeof(uint16_t) * (size_t)(n * cfg->head_dim));
         if (!kb || !vb) rc = sl_fail(SL_ENOMEM, "cannot read back %" PRId64 " positions", n);
@@ -401,14 +481,18 @@ static int open_store(sl_context *c, int32_t ram_layers, const uint8_t fp[32], s
             if (l < ram_layers) {
                 uint16_t *k = (uint16_t *)sl_kv_cache_k(&c->kv, l, h, 0);
                 rc = sl_kv_store_read_range(c->store, l, h, 0, n, k, (void *)sl_kv_cache_v(&c->kv, l, h, 0));
-                if (!rc && sparse) rc = sl_sparse_add_head_keys_f16(sparse, l, h, 0, n, k); /* no-op if dense */
-            } else if (sparse && !(rc = sl_kv_store_read_range(c->store, l, h, 0, n, kb, vb)))
+                if (!rc && sparse && !have_codes) rc = sl_sparse_add_head_keys_f16(sparse, l, h, 0, n, k); /* no-op if dense */
+            } else if (sparse && !have_codes && !(rc = sl_kv_store_read_range(c->store, l, h, 0, n, kb, vb)))
                 rc = sl_sparse_add_head_keys_f16(sparse, l, h, 0, n, kb);
         }
     free(kb);
     free(vb);
-    if (!rc) c->n_past = n;
-    return rc;
+    if (rc) return rc;
+    c->n_past = n;
+    c->resume_positions = n;
+    c->resume_codes_read = have_codes;
+    c->resume_s = now_s() - t0;
+    return 0;
 }
 
 int sl_context_set_attention(sl_context *c, const struct sl_attn_params *p) {
@@ -440,6 +524,7 @@ int sl_context_set_attention(sl_context *c, const struct sl_attn_params *p) {
     uint8_t fp[32];
     int rc = 0;
     if (p->mode != SL_ATTN_DENSE || c->kv_path) rc = sl_model_fingerprint(c->model, fp);
+    if (!rc && (p->mode != SL_ATTN_DENSE || c->kv_path)) memcpy(c->fp, fp, 32);
     if (!rc && p->mode != SL_ATTN_DENSE) rc = sl_sparse_create(&pp, c->cfg, fp, c->kv.n_ctx, c->n_batch, &sp);
     /* positions already evaluated: their keys hashed from the cache, as a resumed store's are
      * (the same codes as when hashed at eval: keys are hashed as stored, in f16) */
@@ -478,6 +563,9 @@ int sl_context_set_attention(sl_context *c, const struct sl_attn_params *p) {
 
 void sl_context_attn_stats(const sl_context *c, struct sl_attn_stats *out) {
     sl_sparse_stats(c->sparse, out);
+    out->resume_positions = c->resume_positions;
+    out->resume_codes_read = c->resume_codes_read;
+    out->resume_s = c->resume_s;
     if (c->store) {
         struct sl_kv_store_stats st;
         sl_kv_store_get_stats(c->store, &st);

@@ -1,18 +1,15 @@
 /* The hash file: writer (atomic replace) and defensive reader. Byte layout in core/hash.h. */
-#include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "core/hash.h"
 #include "core/internal.h"
+#include "core/le-bytes.h"
+#include "storage/atomic-file.h"
 #include "storage/crc32c.h"
 #include "storage/mapped-file.h"
-#include "storage/fs-sync.h"
 
 #define H_FINGERPRINT 16
 #define H_N_LAYER 48
@@ -29,27 +26,16 @@
 #define H_CRC 124
 #define CONVERT_FLOATS 1024 /* floats converted per write: a 4 KiB staging buffer */
 
-static uint32_t rd32(const uint8_t *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static uint64_t rd64(const uint8_t *p) { return rd32(p) | (uint64_t)rd32(p + 4) << 32; }
 static float rdf32(const uint8_t *p) {
-    uint32_t u = rd32(p);
+    uint32_t u = sl_rd32(p);
     float f;
     memcpy(&f, &u, sizeof f);
     return f;
 }
-static void wr32(uint8_t *p, uint32_t v) {
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static void wr64(uint8_t *p, uint64_t v) {
-    wr32(p, (uint32_t)v);
-    wr32(p + 4, (uint32_t)(v >> 32));
-}
 static void wrf32(uint8_t *p, float f) {
     uint32_t u;
     memcpy(&u, &f, sizeof u);
-    wr32(p, u);
+    sl_wr32(p, u);
 }
 
 /* Re-records this thread's error detail behind a prefix; sl_fail formats into the very buffer
@@ -93,28 +79,18 @@ static int compute_layout(const struct sl_hash_params *p, uint32_t flags, uint32
 struct sink {
     uint8_t *buf; /* memory: sized to the whole file up front */
     size_t len;
-    int fd; /* file: -1 when writing to memory */
+    struct sl_atomic_file *file; /* NULL when writing to memory */
 };
 
 static int put(struct sink *s, const void *p, size_t n) {
-    if (s->fd < 0) {
+    if (!s->file) {
         memcpy(s->buf + s->len, p, n);
         s->len += n;
         return 0;
     }
-    const uint8_t *b = p;
-    while (n) {
-        ssize_t w = write(s->fd, b, n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-            int err = w < 0 ? -errno : -EIO;
-            return sl_fail(err, "write failed after %zu bytes: %s", s->len, strerror(-err));
-        }
-        b += w;
-        n -= (size_t)w;
-        s->len += (size_t)w;
-    }
-    return 0;
+    int rc = sl_atomic_file_write(s->file, p, n);
+    if (!rc) s->len += n;
+    return rc;
 }
 
 static int write_all(const sl_hash *h, const uint8_t fp[32], struct sink *s) {
@@ -127,20 +103,20 @@ static int write_all(const sl_hash *h, const uint8_t fp[32], struct sink *s) {
 
     uint8_t hd[SL_HASH_HEADER_BYTES] = {0};
     memcpy(hd, SL_HASH_MAGIC, 8);
-    wr32(hd + 8, SL_HASH_VERSION);
-    wr32(hd + 12, SL_HASH_HEADER_BYTES);
+    sl_wr32(hd + 8, SL_HASH_VERSION);
+    sl_wr32(hd + 12, SL_HASH_HEADER_BYTES);
     memcpy(hd + H_FINGERPRINT, fp, 32);
-    wr32(hd + H_N_LAYER, (uint32_t)p->n_layer);
-    wr32(hd + H_N_HEAD_Q, (uint32_t)p->n_head_q);
-    wr32(hd + H_N_HEAD_KV, (uint32_t)p->n_head_kv);
-    wr32(hd + H_HEAD_DIM, (uint32_t)p->head_dim);
-    wr32(hd + H_BITS, (uint32_t)p->bits);
-    wr32(hd + H_KIND, (uint32_t)p->kind);
-    wr32(hd + H_FLAGS, sl_hash_flags(h));
-    wr32(hd + H_NOTE_BYTES, note_bytes);
-    wr64(hd + H_SEED, p->seed);
-    wr64(hd + H_FILE_BYTES, l.file_bytes);
-    wr32(hd + H_CRC, sl_crc32c(0, hd, H_CRC));
+    sl_wr32(hd + H_N_LAYER, (uint32_t)p->n_layer);
+    sl_wr32(hd + H_N_HEAD_Q, (uint32_t)p->n_head_q);
+    sl_wr32(hd + H_N_HEAD_KV, (uint32_t)p->n_head_kv);
+    sl_wr32(hd + H_HEAD_DIM, (uint32_t)p->head_dim);
+    sl_wr32(hd + H_BITS, (uint32_t)p->bits);
+    sl_wr32(hd + H_KIND, (uint32_t)p->kind);
+    sl_wr32(hd + H_FLAGS, sl_hash_flags(h));
+    sl_wr32(hd + H_NOTE_BYTES, note_bytes);
+    sl_wr64(hd + H_SEED, p->seed);
+    sl_wr64(hd + H_FILE_BYTES, l.file_bytes);
+    sl_wr32(hd + H_CRC, sl_crc32c(0, hd, H_CRC));
     if ((rc = put(s, hd, sizeof hd))) return rc;
 
     uint8_t rec[SL_HASH_LAYER_RECORD_BYTES], crc_bytes[4];
@@ -149,8 +125,8 @@ static int write_all(const sl_hash *h, const uint8_t fp[32], struct sink *s) {
         struct sl_hash_layer_info info;
         sl_hash_layer_info_get(h, il, &info);
         memset(rec, 0, sizeof rec);
-        wr32(rec, (uint32_t)info.status);
-        wr64(rec + 8, (uint64_t)info.steps);
+        sl_wr32(rec, (uint32_t)info.status);
+        sl_wr64(rec + 8, (uint64_t)info.steps);
         wrf32(rec + 16, info.loss);
         wrf32(rec + 20, info.recall);
         wrf32(rec + 24, info.budget);
@@ -159,7 +135,7 @@ static int write_all(const sl_hash *h, const uint8_t fp[32], struct sink *s) {
     }
     crc = sl_crc32c(crc, note, note_bytes);
     if ((rc = put(s, note, note_bytes))) return rc;
-    wr32(crc_bytes, crc);
+    sl_wr32(crc_bytes, crc);
     if ((rc = put(s, crc_bytes, 4))) return rc;
 
     uint8_t buf[4 * CONVERT_FLOATS];
@@ -179,7 +155,7 @@ static int write_all(const sl_hash *h, const uint8_t fp[32], struct sink *s) {
             crc = sl_crc32c(crc, buf, (size_t)m * 4);
             if ((rc = put(s, buf, (size_t)m * 4))) return rc;
         }
-        wr32(crc_bytes, crc);
+        sl_wr32(crc_bytes, crc);
         if ((rc = put(s, crc_bytes, 4))) return rc;
     }
     SL_ASSERT(s->len == l.file_bytes);
@@ -195,7 +171,7 @@ int sl_hash_serialize(const sl_hash *h, const uint8_t fingerprint[32], uint8_t *
                             (uint32_t)strlen(sl_hash_note(h)), &l);
     if (rc) return rc;
     if (l.file_bytes > SIZE_MAX) return sl_fail(SL_ENOMEM, "hash file too large for memory");
-    struct sink s = {.buf = malloc((size_t)l.file_bytes), .fd = -1};
+    struct sink s = {.buf = malloc((size_t)l.file_bytes)};
     if (!s.buf)
         return sl_fail(SL_ENOMEM, "out of memory for a %" PRIu64 "-byte hash file", l.file_bytes);
     rc = write_all(h, fingerprint ? fingerprint : own, &s);
@@ -210,32 +186,17 @@ int sl_hash_serialize(const sl_hash *h, const uint8_t fingerprint[32], uint8_t *
 
 int sl_hash_save(const sl_hash *h, const uint8_t fingerprint[32], const char *path) {
     if (!h || !path) return sl_fail(SL_EINVAL, "sl_hash_save: NULL argument");
-    static atomic_uint counter; /* distinct temporary names for concurrent saves in a process */
     uint8_t own[32];
     sl_hash_fingerprint(h, own);
-    size_t tmp_len = strlen(path) + 48;
-    char *tmp = malloc(tmp_len);
-    if (!tmp) return sl_fail(SL_ENOMEM, "out of memory");
-    snprintf(tmp, tmp_len, "%s.tmp-%d-%u", path, (int)getpid(), atomic_fetch_add(&counter, 1));
-    /* O_EXCL: never write through a file (or link) someone else left under that name. */
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (fd < 0) {
-        int err = -errno;
-        free(tmp);
-        return sl_fail(err, "cannot create %s: %s", path, strerror(-err));
+    struct sl_atomic_file f;
+    int rc = sl_atomic_file_open(&f, path);
+    if (rc) return rc;
+    struct sink s = {.file = &f};
+    if ((rc = write_all(h, fingerprint ? fingerprint : own, &s))) {
+        sl_atomic_file_abort(&f);
+        return rc;
     }
-    struct sink s = {.fd = fd};
-    int rc = write_all(h, fingerprint ? fingerprint : own, &s);
-    if (rc) rc = fail_prefixed(rc, path, ": ");
-    if (!rc && fsync(fd) != 0) rc = sl_fail(-errno, "cannot sync %s: %s", path, strerror(errno));
-    if (close(fd) != 0 && !rc) rc = sl_fail(-errno, "cannot close %s: %s", path, strerror(errno));
-    if (!rc && rename(tmp, path) != 0)
-        rc = sl_fail(-errno, "cannot rename %s over %s: %s", tmp, path, strerror(errno));
-    if (rc) unlink(tmp);
-    free(tmp);
-    /* The rename is durable once the directory entry is; without this a crash could leave
-     * the old file (acceptable) but also report success for a save that is not on disk. */
-    return rc ? rc : sl_fsync_parent_dir(path);
+    return sl_atomic_file_commit(&f);
 }
 
 /* ---- reading ----------------------------------------------------------------------------- */
@@ -248,14 +209,14 @@ static int parse_header(const uint8_t *b, size_t n, const uint8_t *expect, struc
         return sl_fail(SL_ETRUNCATED, "hash file of %zu bytes ends inside its %u-byte header", n,
                        SL_HASH_HEADER_BYTES);
     /* Version before checksum: a newer file should say "newer", not "corrupt". */
-    uint32_t version = rd32(b + 8);
+    uint32_t version = sl_rd32(b + 8);
     if (version != SL_HASH_VERSION)
         return sl_fail(SL_EVERSION, "hash file version %" PRIu32 " (this build reads %u)", version,
                        SL_HASH_VERSION);
-    if (rd32(b + 12) != SL_HASH_HEADER_BYTES)
-        return sl_fail(SL_EFORMAT, "hash file header size %" PRIu32 " (expected %u)", rd32(b + 12),
+    if (sl_rd32(b + 12) != SL_HASH_HEADER_BYTES)
+        return sl_fail(SL_EFORMAT, "hash file header size %" PRIu32 " (expected %u)", sl_rd32(b + 12),
                        SL_HASH_HEADER_BYTES);
-    if (rd32(b + H_CRC) != sl_crc32c(0, b, H_CRC))
+    if (sl_rd32(b + H_CRC) != sl_crc32c(0, b, H_CRC))
         return sl_fail(SL_ECORRUPT, "hash file header checksum mismatch");
     for (int i = H_RESERVED; i < H_CRC; i++)
         if (b[i]) return sl_fail(SL_EFORMAT, "hash file header: reserved byte %d is set", i);
@@ -263,23 +224,23 @@ static int parse_header(const uint8_t *b, size_t n, const uint8_t *expect, struc
     /* Fields are unsigned on disk; anything above INT32_MAX fails the range checks as a
      * negative value. */
     *p = (struct sl_hash_params){
-        .n_layer = (int32_t)rd32(b + H_N_LAYER),
-        .n_head_q = (int32_t)rd32(b + H_N_HEAD_Q),
-        .n_head_kv = (int32_t)rd32(b + H_N_HEAD_KV),
-        .head_dim = (int32_t)rd32(b + H_HEAD_DIM),
-        .bits = (int32_t)rd32(b + H_BITS),
-        .kind = (enum sl_hash_kind)rd32(b + H_KIND),
-        .seed = rd64(b + H_SEED),
+        .n_layer = (int32_t)sl_rd32(b + H_N_LAYER),
+        .n_head_q = (int32_t)sl_rd32(b + H_N_HEAD_Q),
+        .n_head_kv = (int32_t)sl_rd32(b + H_N_HEAD_KV),
+        .head_dim = (int32_t)sl_rd32(b + H_HEAD_DIM),
+        .bits = (int32_t)sl_rd32(b + H_BITS),
+        .kind = (enum sl_hash_kind)sl_rd32(b + H_KIND),
+        .seed = sl_rd64(b + H_SEED),
     };
-    *flags = rd32(b + H_FLAGS);
-    *note_bytes = rd32(b + H_NOTE_BYTES);
+    *flags = sl_rd32(b + H_FLAGS);
+    *note_bytes = sl_rd32(b + H_NOTE_BYTES);
     if (sl_hash_check_shape(p, *flags)) return fail_prefixed(SL_EFORMAT, "hash file ", "");
     if (*note_bytes > SL_HASH_MAX_NOTE)
         return sl_fail(SL_EFORMAT, "hash file note of %" PRIu32 " bytes (at most %u)", *note_bytes,
                        SL_HASH_MAX_NOTE);
     int rc = compute_layout(p, *flags, *note_bytes, l);
     if (rc) return rc;
-    uint64_t declared = rd64(b + H_FILE_BYTES);
+    uint64_t declared = sl_rd64(b + H_FILE_BYTES);
     if (declared != l->file_bytes)
         return sl_fail(SL_EFORMAT, "hash file declares %" PRIu64 " bytes; its shape makes %" PRIu64,
                        declared, l->file_bytes);
@@ -297,13 +258,13 @@ static int parse_header(const uint8_t *b, size_t n, const uint8_t *expect, struc
 
 static int parse_meta(const uint8_t *b, const struct layout *l, int32_t n_layer, sl_hash *h) {
     uint64_t meta_bytes = l->meta_crc_off - SL_HASH_HEADER_BYTES;
-    if (rd32(b + l->meta_crc_off) != sl_crc32c(0, b + SL_HASH_HEADER_BYTES, (size_t)meta_bytes))
+    if (sl_rd32(b + l->meta_crc_off) != sl_crc32c(0, b + SL_HASH_HEADER_BYTES, (size_t)meta_bytes))
         return sl_fail(SL_ECORRUPT, "hash file: layer records or note fail their checksum");
     for (int32_t il = 0; il < n_layer; il++) {
         const uint8_t *r = b + SL_HASH_HEADER_BYTES + (uint64_t)il * SL_HASH_LAYER_RECORD_BYTES;
-        uint32_t status = rd32(r);
-        uint64_t steps = rd64(r + 8);
-        if (status > SL_HASH_TRAINED || rd32(r + 4) || rd32(r + 28) || steps > INT64_MAX)
+        uint32_t status = sl_rd32(r);
+        uint64_t steps = sl_rd64(r + 8);
+        if (status > SL_HASH_TRAINED || sl_rd32(r + 4) || sl_rd32(r + 28) || steps > INT64_MAX)
             return sl_fail(SL_EFORMAT, "hash file: layer %d record is invalid (status %" PRIu32 ")",
                            il, status);
         struct sl_hash_layer_info info = {(enum sl_hash_status)status, (int64_t)steps,
@@ -327,7 +288,7 @@ static int parse_weights(const uint8_t *b, const struct layout *l, int32_t n_lay
     for (int32_t il = 0; il < n_layer; il++) {
         const uint8_t *src = b + l->weights_off + (uint64_t)il * l->layer_stride;
         size_t bytes = (size_t)l->layer_floats * 4;
-        if (rd32(src + bytes) != sl_crc32c(0, src, bytes))
+        if (sl_rd32(src + bytes) != sl_crc32c(0, src, bytes))
             return sl_fail(SL_ECORRUPT, "hash file: layer %d weights fail their checksum", il);
         int64_t n;
         float *w = sl_hash_layer_weights(h, il, &n);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "core/internal.h"
+#include "core/le-bytes.h"
 #include "spotlight/quant.h"
 #include "storage/crc32c.h"
 
@@ -33,12 +34,6 @@ struct sl_qk_writer {
     bool finished;
 };
 
-static void wr32(uint8_t *p, uint32_t v) {
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint32_t rd32(const uint8_t *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
 
 void sl_qk_dump_path(const char *dir, int32_t layer, char *buf, size_t cap) {
     snprintf(buf, cap, "%s/layer-%02d.qk", dir, layer);
@@ -121,17 +116,17 @@ int sl_qk_writer_finish(struct sl_qk_writer *w) {
     for (int32_t l = 0; l < s->n_layer; l++) {
         uint8_t h[QK_HEADER] = {0};
         memcpy(h, QK_MAGIC, 8);
-        wr32(h + 8, QK_VERSION);
-        wr32(h + 12, QK_HEADER);
-        wr32(h + 16, (uint32_t)l);
-        wr32(h + 20, (uint32_t)s->n_head);
-        wr32(h + 24, (uint32_t)s->n_head_kv);
-        wr32(h + 28, (uint32_t)s->head_dim);
-        wr32(h + 32, (uint32_t)s->seq_len);
-        wr32(h + 36, (uint32_t)w->n_seq);
+        sl_wr32(h + 8, QK_VERSION);
+        sl_wr32(h + 12, QK_HEADER);
+        sl_wr32(h + 16, (uint32_t)l);
+        sl_wr32(h + 20, (uint32_t)s->n_head);
+        sl_wr32(h + 24, (uint32_t)s->n_head_kv);
+        sl_wr32(h + 28, (uint32_t)s->head_dim);
+        sl_wr32(h + 32, (uint32_t)s->seq_len);
+        sl_wr32(h + 36, (uint32_t)w->n_seq);
         memcpy(h + 40, w->fingerprint, 32);
-        wr32(h + 72, w->out[l].crc);
-        wr32(h + 4092, sl_crc32c(0, h, 4092));
+        sl_wr32(h + 72, w->out[l].crc);
+        sl_wr32(h + 4092, sl_crc32c(0, h, 4092));
         FILE *f = w->out[l].f;
         if (fseek(f, 0, SEEK_SET) != 0 || fwrite(h, 1, QK_HEADER, f) != QK_HEADER ||
             fflush(f) != 0 || fsync(fileno(f)) != 0)
@@ -175,25 +170,25 @@ int sl_qk_dump_open(const char *path, struct sl_qk_dump *d) {
     size_t size = d->file.size;
     if (size < QK_HEADER || memcmp(h, QK_MAGIC, 8) != 0)
         err = sl_fail(SL_EBADMAGIC, "%s is not a q/k dump", path);
-    else if (rd32(h + 4092) != sl_crc32c(0, h, 4092))
+    else if (sl_rd32(h + 4092) != sl_crc32c(0, h, 4092))
         err = sl_fail(SL_ECORRUPT, "%s: header checksum mismatch", path);
-    else if (rd32(h + 8) != QK_VERSION)
-        err = sl_fail(SL_EVERSION, "%s: q/k dump version %u", path, rd32(h + 8));
+    else if (sl_rd32(h + 8) != QK_VERSION)
+        err = sl_fail(SL_EVERSION, "%s: q/k dump version %u", path, sl_rd32(h + 8));
     if (err) {
         sl_qk_dump_close(d);
         return err;
     }
-    d->layer = (int32_t)rd32(h + 16);
-    d->n_head = (int32_t)rd32(h + 20);
-    d->n_head_kv = (int32_t)rd32(h + 24);
-    d->head_dim = (int32_t)rd32(h + 28);
-    d->seq_len = (int32_t)rd32(h + 32);
-    d->n_seq = (int32_t)rd32(h + 36);
+    d->layer = (int32_t)sl_rd32(h + 16);
+    d->n_head = (int32_t)sl_rd32(h + 20);
+    d->n_head_kv = (int32_t)sl_rd32(h + 24);
+    d->head_dim = (int32_t)sl_rd32(h + 28);
+    d->seq_len = (int32_t)sl_rd32(h + 32);
+    d->n_seq = (int32_t)sl_rd32(h + 36);
     memcpy(d->fingerprint, h + 40, 32);
     uint64_t rows, bytes;
     if (d->n_head < 1 || d->n_head > 4096 || d->n_head_kv < 1 || d->n_head_kv > 4096 ||
         d->head_dim < 1 || d->head_dim > 4096 || d->seq_len < 1 || d->n_seq < 1 ||
-        rd32(h + 12) != QK_HEADER ||
+        sl_rd32(h + 12) != QK_HEADER ||
         sl_mul_overflow_u64((uint64_t)d->n_seq, (uint64_t)d->seq_len, &rows) ||
         sl_mul_overflow_u64(rows, (uint64_t)(d->n_head + d->n_head_kv) * (uint64_t)d->head_dim * 2,
                             &bytes) ||
@@ -201,7 +196,7 @@ int sl_qk_dump_open(const char *path, struct sl_qk_dump *d) {
         sl_qk_dump_close(d);
         return sl_fail(SL_EFORMAT, "%s: shape does not match the file size", path);
     }
-    if (sl_crc32c(0, h + QK_HEADER, (size_t)bytes) != rd32(h + 72)) {
+    if (sl_crc32c(0, h + QK_HEADER, (size_t)bytes) != sl_rd32(h + 72)) {
         sl_qk_dump_close(d);
         return sl_fail(SL_ECORRUPT, "%s: data checksum mismatch", path);
     }

@@ -11,6 +11,7 @@
 #include "spotlight/kv-store.h"
 #include "core/hash.h"
 #include "core/internal.h"
+#include "core/sha256.h"
 #include "cpu/f16-row.h"
 #include "cpu/hamming.h"
 #include "cpu/topk.h"
@@ -21,6 +22,8 @@ struct sl_sparse {
     int32_t n_layer, hq, hkv, d, G, bits, W, n_batch;
     int64_t n_ctx, max_sel;
     uint64_t *codes;         /* (n_layer, hkv, n_ctx, W) */
+    uint8_t hash_id[32];     /* sl_sparse_hash_id, once has_hash_id */
+    bool has_hash_id;
     float *work, *rows;      /* hash scratch; (max(n_batch, hq), d) gathered rows */
     uint64_t *qcodes;        /* (n_batch, hq, W) query codes of a chunk */
     uint16_t *scores;        /* (n_ctx) decode scan */
@@ -340,6 +343,29 @@ int sl_sparse_add_head_keys_f16(struct sl_sparse *s, int32_t layer, int32_t g, i
                                 codes_at(s, layer, g, pos0 + i), s->work);
         if (rc) return rc;
     }
+    return 0;
+}
+
+bool sl_sparse_code_table(const struct sl_sparse *s, struct sl_code_table *out) {
+    if (!s->hash) return false;
+    *out = (struct sl_code_table){.codes = s->codes, .n_layer = s->n_layer, .n_head_kv = s->hkv, .words = s->W,
+                                  .first_layer = s->p.dense_layers, .n_ctx = s->n_ctx};
+    return true;
+}
+
+int sl_sparse_hash_id(struct sl_sparse *s, uint8_t out[32]) {
+    if (!s->hash) return sl_fail(SL_EINVAL, "topk-exact has no hash");
+    if (!s->has_hash_id) {
+        uint8_t *bytes;
+        size_t n;
+        const uint8_t zero[32] = {0}; /* the function, whichever model the file names */
+        int rc = sl_hash_serialize(s->hash, zero, &bytes, &n);
+        if (rc) return rc;
+        sl_sha256(bytes, n, s->hash_id);
+        free(bytes);
+        s->has_hash_id = true;
+    }
+    memcpy(out, s->hash_id, 32);
     return 0;
 }
 

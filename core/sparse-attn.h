@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "core/backend.h"
+#include "core/code-file.h"
 #include "core/kv-cache.h"
 #include "spotlight/context.h"
 #include "spotlight/kv-store.h"
@@ -62,6 +63,14 @@ int sl_sparse_add_token_keys_f16(struct sl_sparse *s, int64_t pos, const uint16_
  * sl_sparse_add_keys computes from the same keys in f32). */
 int sl_sparse_add_head_keys_f16(struct sl_sparse *s, int32_t layer, int32_t g, int64_t pos0, int64_t n,
                                 const uint16_t *k);
+
+/* The key-code table, for the code file beside a KV store (core/code-file.h): false for
+ * topk-exact, which has none. */
+bool sl_sparse_code_table(const struct sl_sparse *s, struct sl_code_table *out);
+
+/* What identifies the hash function: the SHA-256 of its serialized form (computed on first
+ * use). 0, or SL_ENOMEM; SL_EINVAL for topk-exact. */
+int sl_sparse_hash_id(struct sl_sparse *s, uint8_t out[32]);
 
 /* Whether an eval of n tokens attends sparsely at this layer. */
 bool sl_sparse_applies(const struct sl_sparse *s, int32_t layer, int64_t n);

@@ -4,19 +4,9 @@
 #include <string.h>
 
 #include "core/internal.h"
+#include "core/le-bytes.h"
 #include "storage/crc32c.h"
 
-static uint32_t rd32(const uint8_t *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static uint64_t rd64(const uint8_t *p) { return rd32(p) | (uint64_t)rd32(p + 4) << 32; }
-static void wr32(uint8_t *p, uint32_t v) {
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static void wr64(uint8_t *p, uint64_t v) {
-    wr32(p, (uint32_t)v);
-    wr32(p + 4, (uint32_t)(v >> 32));
-}
 
 static int64_t round_up(int64_t x, int64_t a) { return (x + a - 1) / a * a; }
 
@@ -81,51 +71,51 @@ void sl_kv_header_encode(const struct sl_kv_header *h, int slot, uint8_t out[SL_
     const struct sl_kv_layout *l = &h->layout;
     memset(out, 0, SL_KV_HEADER_BYTES);
     memcpy(out, SL_KV_FORMAT_MAGIC, 8);
-    wr32(out + 8, SL_KV_FORMAT_VERSION);
-    wr32(out + 12, SL_KV_HEADER_BYTES);
-    wr32(out + 16, (uint32_t)l->shape.n_layer);
-    wr32(out + 20, (uint32_t)l->shape.n_head_kv);
-    wr32(out + 24, (uint32_t)l->shape.head_dim);
-    wr32(out + 28, (uint32_t)l->shape.dtype);
-    wr32(out + 32, (uint32_t)l->shape.block_tokens);
-    wr32(out + 36, (uint32_t)l->block_stride);
-    wr64(out + 40, (uint64_t)l->capacity);
-    wr64(out + 48, h->generation);
-    wr64(out + 56, (uint64_t)h->n_tokens);
-    wr64(out + 64, (uint64_t)l->tail_off[slot & 1]);
-    wr64(out + 72, (uint64_t)l->crc_off);
-    wr64(out + 80, (uint64_t)l->tag_off);
-    wr64(out + 88, (uint64_t)l->data_off);
-    wr64(out + 96, (uint64_t)l->file_size);
-    wr32(out + 104, h->tail_crc);
-    wr32(out + 108, h->tags_crc);
+    sl_wr32(out + 8, SL_KV_FORMAT_VERSION);
+    sl_wr32(out + 12, SL_KV_HEADER_BYTES);
+    sl_wr32(out + 16, (uint32_t)l->shape.n_layer);
+    sl_wr32(out + 20, (uint32_t)l->shape.n_head_kv);
+    sl_wr32(out + 24, (uint32_t)l->shape.head_dim);
+    sl_wr32(out + 28, (uint32_t)l->shape.dtype);
+    sl_wr32(out + 32, (uint32_t)l->shape.block_tokens);
+    sl_wr32(out + 36, (uint32_t)l->block_stride);
+    sl_wr64(out + 40, (uint64_t)l->capacity);
+    sl_wr64(out + 48, h->generation);
+    sl_wr64(out + 56, (uint64_t)h->n_tokens);
+    sl_wr64(out + 64, (uint64_t)l->tail_off[slot & 1]);
+    sl_wr64(out + 72, (uint64_t)l->crc_off);
+    sl_wr64(out + 80, (uint64_t)l->tag_off);
+    sl_wr64(out + 88, (uint64_t)l->data_off);
+    sl_wr64(out + 96, (uint64_t)l->file_size);
+    sl_wr32(out + 104, h->tail_crc);
+    sl_wr32(out + 108, h->tags_crc);
     memcpy(out + 112, h->fingerprint, 32);
-    wr32(out + 4092, sl_crc32c(0, out, 4092));
+    sl_wr32(out + 4092, sl_crc32c(0, out, 4092));
 }
 
 int sl_kv_header_decode(const uint8_t in[SL_KV_HEADER_BYTES], int slot, struct sl_kv_header *out) {
     memset(out, 0, sizeof *out);
     if (memcmp(in, SL_KV_FORMAT_MAGIC, 8) != 0)
         return sl_fail(SL_EBADMAGIC, "KV header slot %d: no SLKVSTOR magic", slot);
-    if (rd32(in + 4092) != sl_crc32c(0, in, 4092))
+    if (sl_rd32(in + 4092) != sl_crc32c(0, in, 4092))
         return sl_fail(SL_ECORRUPT, "KV header slot %d: checksum mismatch", slot);
-    uint32_t version = rd32(in + 8);
+    uint32_t version = sl_rd32(in + 8);
     if (version != SL_KV_FORMAT_VERSION)
         return sl_fail(SL_EVERSION, "KV header slot %d: version %u (this build reads %u)", slot,
                        version, SL_KV_FORMAT_VERSION);
-    if (rd32(in + 12) != SL_KV_HEADER_BYTES)
-        return sl_fail(SL_EFORMAT, "KV header slot %d: header size %u", slot, rd32(in + 12));
+    if (sl_rd32(in + 12) != SL_KV_HEADER_BYTES)
+        return sl_fail(SL_EFORMAT, "KV header slot %d: header size %u", slot, sl_rd32(in + 12));
     for (int i = 144; i < 4092; i++)
         if (in[i]) return sl_fail(SL_EFORMAT, "KV header slot %d: reserved byte %d set", slot, i);
 
     struct sl_kv_shape s = {
-        .n_layer = (int32_t)rd32(in + 16),
-        .n_head_kv = (int32_t)rd32(in + 20),
-        .head_dim = (int32_t)rd32(in + 24),
-        .dtype = (enum sl_kv_dtype)rd32(in + 28),
-        .block_tokens = (int32_t)rd32(in + 32),
+        .n_layer = (int32_t)sl_rd32(in + 16),
+        .n_head_kv = (int32_t)sl_rd32(in + 20),
+        .head_dim = (int32_t)sl_rd32(in + 24),
+        .dtype = (enum sl_kv_dtype)sl_rd32(in + 28),
+        .block_tokens = (int32_t)sl_rd32(in + 32),
     };
-    uint64_t capacity = rd64(in + 40);
+    uint64_t capacity = sl_rd64(in + 40);
     if (capacity > (uint64_t)SL_KV_MAX_CAPACITY)
         return sl_fail(SL_EFORMAT, "KV header slot %d: capacity %llu too large", slot,
                        (unsigned long long)capacity);
@@ -133,23 +123,23 @@ int sl_kv_header_decode(const uint8_t in[SL_KV_HEADER_BYTES], int slot, struct s
     int err = sl_kv_layout_compute(&s, (int64_t)capacity, &l);
     if (err) return sl_fail(SL_EFORMAT, "KV header slot %d: %s", slot, sl_error_detail());
 
-    uint64_t n_tokens = rd64(in + 56);
+    uint64_t n_tokens = sl_rd64(in + 56);
     if (n_tokens > capacity)
         return sl_fail(SL_EFORMAT, "KV header slot %d: %llu positions exceed capacity %llu", slot,
                        (unsigned long long)n_tokens, (unsigned long long)capacity);
-    if (rd32(in + 36) != (uint64_t)l.block_stride || rd64(in + 64) != (uint64_t)l.tail_off[slot & 1] ||
-        rd64(in + 72) != (uint64_t)l.crc_off || rd64(in + 80) != (uint64_t)l.tag_off ||
-        rd64(in + 88) != (uint64_t)l.data_off || rd64(in + 96) != (uint64_t)l.file_size)
+    if (sl_rd32(in + 36) != (uint64_t)l.block_stride || sl_rd64(in + 64) != (uint64_t)l.tail_off[slot & 1] ||
+        sl_rd64(in + 72) != (uint64_t)l.crc_off || sl_rd64(in + 80) != (uint64_t)l.tag_off ||
+        sl_rd64(in + 88) != (uint64_t)l.data_off || sl_rd64(in + 96) != (uint64_t)l.file_size)
         return sl_fail(SL_EFORMAT, "KV header slot %d: region offsets do not match the shape",
                        slot);
-    uint64_t generation = rd64(in + 48);
+    uint64_t generation = sl_rd64(in + 48);
     if (generation == 0) return sl_fail(SL_EFORMAT, "KV header slot %d: generation 0", slot);
 
     out->layout = l;
     out->generation = generation;
     out->n_tokens = (int64_t)n_tokens;
-    out->tail_crc = rd32(in + 104);
-    out->tags_crc = rd32(in + 108);
+    out->tail_crc = sl_rd32(in + 104);
+    out->tags_crc = sl_rd32(in + 108);
     memcpy(out->fingerprint, in + 112, 32);
     return 0;
 }

@@ -221,6 +221,25 @@ int sl_kv_file_sync(struct sl_kv_store *s) {
     return 0;
 }
 
+void sl_kv_file_content_id(const struct sl_kv_store *s, struct sl_kv_content_id *out) {
+    const struct sl_kv_layout *l = &s->layout;
+    const int32_t H = l->shape.n_head_kv, T = l->shape.block_tokens;
+    const int64_t full = s->n_tokens / T, rows = s->n_tokens % T;
+    out->n_tokens = s->n_tokens;
+    out->tags_crc = s->tags_crc;
+    out->blocks_crc = out->open_crc = 0;
+    for (int32_t layer = 0; layer < l->shape.n_layer; layer++) {
+        /* a layer's full blocks are (block, head) entries [0, full * H) of its checksum run */
+        out->blocks_crc = sl_crc32c(out->blocks_crc, s->crc + sl_kv_layout_block_index(l, layer, 0, 0),
+                                    sizeof *s->crc * (size_t)(full * H));
+        for (int32_t h = 0; rows && h < H; h++) {
+            const uint8_t *b = sl_kv_file_window_block(s, layer, full, h);
+            out->open_crc = sl_crc32c(out->open_crc, b, (size_t)(rows * l->row_bytes));                  /* K */
+            out->open_crc = sl_crc32c(out->open_crc, b + T * l->row_bytes, (size_t)(rows * l->row_bytes)); /* V */
+        }
+    }
+}
+
 /* ---- create and open ---- */
 
 static int rename_into_place(const char *tmp, const char *path, bool overwrite) {

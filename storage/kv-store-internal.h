@@ -132,6 +132,7 @@ int sl_kv_file_sync(struct sl_kv_store *s);
 int sl_kv_file_commit(struct sl_kv_store *s, int64_t n);
 int sl_kv_file_truncate(struct sl_kv_store *s, int64_t n);
 int64_t sl_kv_file_ram(const struct sl_kv_store *s);
+void sl_kv_file_content_id(const struct sl_kv_store *s, struct sl_kv_content_id *out);
 /* Checks a block read from disk against its checksum. */
 int sl_kv_file_verify(const struct sl_kv_store *s, int64_t key, const uint8_t *data);
 /* The window copy of block (layer, block, head) when block lies in the window, else NULL. */

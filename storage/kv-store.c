@@ -264,6 +264,13 @@ int sl_kv_store_sync(sl_kv_store_t s) {
     return s->tier == SL_KV_TIER_FILE ? sl_kv_file_sync(s) : 0;
 }
 
+int sl_kv_store_content_id(sl_kv_store_t s, struct sl_kv_content_id *out) {
+    CHECK_OPEN(s);
+    if (s->tier != SL_KV_TIER_FILE) return sl_fail(SL_EINVAL, "only a file-tier KV store has a content id");
+    sl_kv_file_content_id(s, out);
+    return 0;
+}
+
 int sl_kv_store_read_tags(sl_kv_store_t s, int64_t p0, int64_t n, uint32_t *out) {
     CHECK_OPEN(s);
     if (p0 < 0 || n < 0 || p0 > s->n_tokens || n > s->n_tokens - p0)

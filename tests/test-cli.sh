@@ -141,6 +141,8 @@ if "$bin" generate -p "The lighthouse keeper climbed the stairs and" -n 6 --temp
      >"$tmp/out" 2>"$tmp/err"; then
   n1=$(python3 -c "import json,sys; d = json.load(open(sys.argv[1])); print(d['n_prompt'] + d['n_generated'])" "$tmp/g1.json")
   grep -q "resuming after $n1 stored tokens" "$tmp/err" && ok || bad "resume: expected 'resuming after $n1' in: $(head -1 "$tmp/err")"
+  expect_error "resume into a smaller context" 1 "more than the context's" -- \
+    "$bin" generate -p " Then" -n 2 --attn simhash --kv "file:$tmp/ctx.slkv" -c 8 --resume
 else
   bad "store + resume: $(tail -1 "$tmp/err")"
 fi
@@ -159,7 +161,18 @@ assert p1["n_generated"] == 0 and p1["tokens"] == [] and p1["n_stored"] == 0, p1
 assert p1["n_past"] == p1["n_prompt"], p1
 assert p2["n_stored"] == p1["n_past"] and p2["n_past"] == p1["n_past"] + p2["n_prompt"] + 4, p2
 assert p2["tokens"] == one["tokens"], (p2["tokens"], one["tokens"])
+assert p2["resume_codes_read"] is True, p2  # the key codes p1 saved beside the store
 PY
+  # the code file gone: the stored keys are hashed again, to the same tokens
+  rm "$tmp/pieces.slkv.codes" &&
+    "$bin" generate -p " the stairs and" -n 4 --temp 0 --attn simhash --kv "file:$tmp/pieces.slkv" -c 512 \
+      --resume="$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['n_past'])" "$tmp/p1.json")" \
+      --json >"$tmp/p3.json" 2>"$tmp/err" &&
+    python3 -c "
+import json, sys
+p2, p3 = (json.load(open(f)) for f in sys.argv[1:])
+assert p3['resume_codes_read'] is False and p3['tokens'] == p2['tokens'], (p3, p2)" "$tmp/p2.json" "$tmp/p3.json" &&
+    [ -s "$tmp/pieces.slkv.codes" ] && ok || bad "resume without the code file: $(tail -1 "$tmp/err")"
 else
   bad "ingest in pieces: $(tail -1 "$tmp/err")"
 fi

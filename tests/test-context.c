@@ -97,6 +97,14 @@ static float rel_diff(const float *a, const float *b) {
     return d / (hi - lo);
 }
 
+/* A store file and the key codes a context saves beside it. */
+static void remove_store(const char *path) {
+    char codes[64];
+    snprintf(codes, sizeof codes, "%s.codes", path);
+    unlink(path);
+    unlink(codes);
+}
+
 TestSuite(context, .init = load, .fini = unload, .timeout = 300);
 
 Test(context, chunking_and_decode_paths_agree) {
@@ -399,7 +407,7 @@ Test(context, file_tier_equals_ram_tier) {
         cr_assert_arr_eq(logits[0] + (size_t)s * V, logits[1] + (size_t)s * V, sizeof(float) * V, "step %d", s);
     free(logits[0]);
     free(logits[1]);
-    unlink(path);
+    remove_store(path);
 }
 
 /* A store left by one context is resumed by another (as a new process would): the stored
@@ -443,7 +451,7 @@ Test(context, resumed_store_continues_identically) {
     expect_continuation(b, toks, want, CUT, STEPS);
     sl_context_free(b);
     free(want);
-    unlink(path);
+    remove_store(path);
 }
 
 /* K/V kept in RAM and written through to a store (kv_in_ram): any mode, dense included, gives
@@ -499,6 +507,6 @@ Test(context, ram_store_resumes_identically) {
         sl_context_free(b);
         cp.kv_resume_keep = 0;
         free(want);
-        unlink(path);
+        remove_store(path);
     }
 }

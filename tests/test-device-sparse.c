@@ -6,6 +6,7 @@
  * decode, against a CPU context with its K/V in a store file. No GPU needed. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -256,6 +257,11 @@ static void compare(const struct sl_attn_params *a, bool dev_file) {
     free(dev.logits);
     unlink(cpath);
     unlink(dpath);
+    for (int i = 0; i < 2; i++) { /* the key codes the contexts saved beside the stores */
+        char codes[64];
+        snprintf(codes, sizeof codes, "%s.codes", i ? dpath : cpath);
+        unlink(codes);
+    }
     sl_model_free(m);
 }
 
@@ -332,5 +338,44 @@ Test(device_sparse, back_to_dense_keeps_every_layer_on_the_device) {
     }
     free(cpu.logits);
     sl_context_free(c);
+    sl_model_free(m);
+}
+
+/* A device context resumed from a store continues as the one that never stopped: the store's
+ * key codes reach the device table whether they come from the code file beside the store or
+ * from hashing the stored keys again. */
+Test(device_sparse, resumed_store_continues_on_the_device) {
+    enum { CUT = 5 };
+    sl_model *m = tiny_model();
+    const int64_t V = sl_model_config(m)->n_vocab;
+    const struct sl_attn_params a = sparse_params(SL_ATTN_SIMHASH, 16);
+    char path[] = "/tmp/sl-dev-resume-XXXXXX", codes[64];
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    close(fd);
+    snprintf(codes, sizeof codes, "%s.codes", path);
+    struct run ref;
+    run(m, true, path, &a, &ref); /* the prompt and STEPS tokens: what the resumes continue */
+    for (int hashed = 0; hashed < 2; hashed++) {
+        if (hashed) cr_assert_eq(unlink(codes), 0);
+        struct sl_context_params cp = sl_context_default_params();
+        cp.n_ctx = 512, cp.n_batch = 64, cp.n_threads = 2, cp.gpu = true, cp.kv_path = path;
+        cp.kv_resume = true, cp.kv_resume_keep = N_PROMPT + CUT;
+        sl_context *c;
+        OK(sl_context_create(m, &cp, &c));
+        OK(sl_context_set_attention(c, &a));
+        struct sl_attn_stats st;
+        sl_context_attn_stats(c, &st);
+        cr_assert_eq(st.resume_codes_read, !hashed);
+        for (int s = CUT; s < STEPS; s++) {
+            OK(sl_context_eval(c, &ref.toks[s], 1, false));
+            cr_assert_arr_eq(sl_context_logits(c), ref.logits + (s + 1) * V, sizeof(float) * (size_t)V,
+                             "step %d after a resume (codes %s)", s, hashed ? "hashed" : "read");
+        }
+        sl_context_free(c);
+    }
+    free(ref.logits);
+    unlink(path);
+    unlink(codes);
     sl_model_free(m);
 }

@@ -95,8 +95,12 @@ static void compare(const sl_model *m, const struct sl_attn_params *a, bool gpu_
     free(toks);
     sl_context_free(cpu);
     sl_context_free(gpu);
-    unlink(cpu_path);
-    if (gpu_file) unlink(gpu_path);
+    for (int i = 0; i < 1 + gpu_file; i++) { /* the stores and the key codes saved beside them */
+        char codes[80];
+        snprintf(codes, sizeof codes, "%s.codes", i ? gpu_path : cpu_path);
+        unlink(i ? gpu_path : cpu_path);
+        unlink(codes);
+    }
 }
 
 static struct sl_attn_params simhash(int32_t block) {

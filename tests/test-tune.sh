@@ -48,7 +48,7 @@ import csv, sys
 print(-(-max(int(r['host_ram_bytes']) for r in csv.DictReader(open(sys.argv[1]))) // 2**20) - 1)" plan.csv)
 if tune --quick --ram-mb "$ram_mb" --disk-mb 200 --min-agree 0.5 -o q >q.out 2>q.err; then
   ok
-  [ ! -e q.slkv ] && ok || bad "the temporary store q.slkv was left behind"
+  [ ! -e q.slkv ] && [ ! -e q.slkv.codes ] && ok || bad "the temporary store q.slkv (or its codes) was left behind"
   python3 - q.csv q.out "$ram_mb" 200 0.5 <<'PY' && ok || bad "quick CSV / recommendation: $(cat q.out)"
 import csv, math, re, sys
 path, out, ram_mb, disk_mb, min_agree = sys.argv[1], open(sys.argv[2]).read(), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])

@@ -201,6 +201,10 @@ static void print_stats_json(const struct gen_output *out, const int32_t *gen, c
     json_num(&w, "decode_s", s->t_decode);
     json_num(&w, "prefill_tok_s", s->n_prompt / s->t_prefill);
     json_num(&w, "decode_tok_s", s->n_gen > 1 ? (s->n_gen - 1) / s->t_decode : 0);
+    if (o->attn.kv_resume) { /* reopening the store: read back, and the key codes read or hashed again */
+        json_num(&w, "resume_s", s->attn.resume_s);
+        json_bool(&w, "resume_codes_read", s->attn.resume_codes_read);
+    }
     json_obj_begin(&w, "attention");
     json_str(&w, "mode", attn_mode_name(o->attn.p.mode));
     if (o->attn.p.mode != SL_ATTN_DENSE) {
@@ -393,6 +397,12 @@ int cmd_generate(int argc, char **argv) {
                     100.0 * (double)st.attn.selected / (double)st.attn.candidates, st.attn.dev_bytes_in / 1e6,
                     st.attn.dev_rows ? 100.0 * (double)st.attn.dev_row_hits / (double)st.attn.dev_rows : 0.0,
                     st.device_bytes / 1e6, st.peak_rss / 1e6);
+        if (o.attn.kv_resume && st.attn.resume_positions)
+            fprintf(stderr, "spotlight: resumed %" PRId64 " stored positions in %.1f s (key codes %s)\n",
+                    st.attn.resume_positions, st.attn.resume_s,
+                    o.attn.p.mode == SL_ATTN_DENSE ? "none: dense"
+                    : st.attn.resume_codes_read   ? "read from the code file"
+                                                  : "hashed again from the stored keys");
         if ((o.attn.kv_path || o.attn.gpu) && st.attn.kv_cache_hits + st.attn.kv_cache_misses)
             fprintf(stderr, "spotlight: KV store: %.1f MB read, cache hit rate %.1f%%, %.1f MB in RAM, %.1f MB on disk\n",
                     st.attn.kv_bytes_read / 1e6,

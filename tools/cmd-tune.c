@@ -17,6 +17,7 @@
 #include "core/mem-plan.h"
 #include "spotlight/error.h"
 #include "spotlight/tokenizer.h"
+#include "core/code-file.h"
 #include "tools/attn-opts.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
@@ -468,7 +469,11 @@ int cmd_tune(int argc, char **argv) {
     printf("wrote %s, %s\n", csv, svg);
     status = 0;
 done:
-    if (ingested && !o.store) unlink(store);
+    if (ingested && !o.store) { /* the store and the key codes saved beside it */
+        unlink(store);
+        strncat(store, SL_CODE_FILE_SUFFIX, sizeof store - strlen(store) - 1);
+        unlink(store);
+    }
     free(run.ref_tokens);
     free(run.ref_logp);
     free(pts);

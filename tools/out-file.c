@@ -1,41 +1,24 @@
-/* Atomic output files (see out-file.h). */
+/* Atomic output files (see out-file.h): a stdio stream over storage/atomic-file.h. */
 #include "tools/out-file.h"
 
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-#include "storage/fs-sync.h"
+#include "spotlight/error.h"
 
 int out_file_open(struct out_file *o, const char *cmd, const char *path) {
     memset(o, 0, sizeof *o);
-    size_t n = strlen(path);
-    o->path = strdup(path);
-    o->tmp = malloc(n + 16);
-    if (!o->path || !o->tmp) {
-        fprintf(stderr, "spotlight %s: out of memory\n", cmd);
-        out_file_abort(o);
+    if (sl_atomic_file_open(&o->file, path) != 0) {
+        fprintf(stderr, "spotlight %s: %s\n", cmd, sl_error_detail());
         return -1;
     }
-    snprintf(o->tmp, n + 16, "%s.tmp-XXXXXX", path);
-    int fd = mkstemp(o->tmp);
-    if (fd < 0) {
-        fprintf(stderr, "spotlight %s: cannot create %s: %s\n", cmd, path, strerror(errno));
-        free(o->tmp);
-        o->tmp = NULL;
-        out_file_abort(o);
-        return -1;
-    }
-    /* mkstemp makes the file 0600; an output file gets the usual 0666 less the umask */
-    mode_t mask = umask(0);
-    umask(mask);
-    (void)fchmod(fd, 0666 & ~mask);
-    o->f = fdopen(fd, "w");
+    /* the stream gets its own descriptor: closing it leaves the one commit syncs */
+    int fd = dup(o->file.fd);
+    o->f = fd >= 0 ? fdopen(fd, "w") : NULL;
     if (!o->f) {
-        close(fd);
-        fprintf(stderr, "spotlight %s: cannot create %s: %s\n", cmd, path, strerror(errno));
+        if (fd >= 0) close(fd);
+        fprintf(stderr, "spotlight %s: cannot create %s: out of descriptors or memory\n", cmd, path);
         out_file_abort(o);
         return -1;
     }
@@ -43,28 +26,23 @@ int out_file_open(struct out_file *o, const char *cmd, const char *path) {
 }
 
 int out_file_commit(struct out_file *o, const char *cmd) {
-    int err = 0;
-    if (fflush(o->f) != 0 || ferror(o->f) || fsync(fileno(o->f)) != 0) err = errno ? errno : EIO;
-    if (fclose(o->f) != 0 && !err) err = errno;
+    bool bad = fflush(o->f) != 0 || ferror(o->f);
+    bad = fclose(o->f) != 0 || bad;
     o->f = NULL;
-    if (!err && rename(o->tmp, o->path) != 0) err = errno;
-    if (err) {
-        fprintf(stderr, "spotlight %s: cannot write %s: %s\n", cmd, o->path, strerror(err));
+    if (bad) {
+        fprintf(stderr, "spotlight %s: cannot write %s\n", cmd, o->file.path);
         out_file_abort(o);
         return -1;
     }
-    free(o->tmp);
-    o->tmp = NULL;
-    int rc = sl_fsync_parent_dir(o->path);
-    if (rc) fprintf(stderr, "spotlight %s: cannot sync the directory of %s\n", cmd, o->path);
-    out_file_abort(o);
-    return rc ? -1 : 0;
+    if (sl_atomic_file_commit(&o->file) != 0) {
+        fprintf(stderr, "spotlight %s: %s\n", cmd, sl_error_detail());
+        return -1;
+    }
+    return 0;
 }
 
 void out_file_abort(struct out_file *o) {
     if (o->f) fclose(o->f);
-    if (o->tmp) unlink(o->tmp);
-    free(o->tmp);
-    free(o->path);
-    memset(o, 0, sizeof *o);
+    o->f = NULL;
+    if (o->file.path || o->file.tmp) sl_atomic_file_abort(&o->file);
 }

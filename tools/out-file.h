@@ -5,12 +5,14 @@
 #ifndef SL_TOOLS_OUT_FILE_H
 #define SL_TOOLS_OUT_FILE_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
+#include "storage/atomic-file.h"
+
 struct out_file {
-    FILE *f;    /* write here between open and commit */
-    char *tmp;  /* the temporary's name */
-    char *path; /* the target */
+    FILE *f; /* write here between open and commit */
+    struct sl_atomic_file file;
 };
 
 /* 0, or -1 after printing "spotlight <cmd>: cannot create ...". */

@@ -156,6 +156,12 @@ struct sl_attn_stats {
     int64_t kv_bytes_read, kv_cache_hits, kv_cache_misses, kv_ram_bytes, kv_disk_bytes;
     /* on a GPU: rows its decode fetched, those its VRAM block cache served, K/V bytes moved in */
     int64_t dev_rows, dev_row_hits, dev_bytes_in;
+    /* a resumed store (kv_resume): the positions it brought, whether their key codes were read
+     * from the code file beside it (else its keys were read back and hashed again), and the
+     * seconds reopening took */
+    int64_t resume_positions;
+    bool resume_codes_read;
+    double resume_s;
 };
 void sl_context_attn_stats(const sl_context *c, struct sl_attn_stats *out);
 

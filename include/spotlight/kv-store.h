@@ -166,6 +166,17 @@ int sl_kv_store_truncate(sl_kv_store_t s, int64_t n);
  * fdatasync'ed). Host tier: no-op. Fails with SL_EINVAL while positions are pending. */
 int sl_kv_store_sync(sl_kv_store_t s);
 
+/* What identifies a file-tier store's committed content without reading its blocks: the
+ * positions, and CRC32Cs of their tags, of the checksums of every full block, and of the
+ * committed rows of the open blocks. Equal ids mean equal tags and K/V (up to CRC collisions),
+ * whatever the path, the generation or the history (e.g. truncated and appended again), so
+ * data derived from the K/V (key codes) can be tied to it. 0, or SL_EINVAL for the host tier. */
+struct sl_kv_content_id {
+    int64_t n_tokens;
+    uint32_t tags_crc, blocks_crc, open_crc;
+};
+int sl_kv_store_content_id(sl_kv_store_t s, struct sl_kv_content_id *out);
+
 /* Tags of committed positions [p0, p0 + n). */
 int sl_kv_store_read_tags(sl_kv_store_t s, int64_t p0, int64_t n, uint32_t *out);
 
