@@ -100,6 +100,10 @@ struct sl_backend {
      * out: (n, n_head*head_dim). */
     int (*attention)(struct sl_backend *be, const struct sl_kv_cache *kv, int32_t layer,
                      const float *q, int64_t n, int64_t pos0, int32_t n_head, float *out);
+    /* Optional (NULL: none): runs fn(ctx, ith, nth) on each of the backend's nth host threads
+     * and returns when all are done, for host work the engine splits itself (sparse
+     * selection over the stored codes). fn must give the same result for any nth. */
+    void (*parallel)(struct sl_backend *be, void (*fn)(void *ctx, int ith, int nth), void *ctx);
 
     /* ---- sparse decode in the backend's memory (optional: NULL where memory is the host's) --
      * core/sparse-attn.c drives these when the backend's memory is not the host's: the key

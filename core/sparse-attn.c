@@ -12,6 +12,7 @@
 #include "core/hash.h"
 #include "core/internal.h"
 #include "core/sha256.h"
+#include "core/sparse-select.h"
 #include "cpu/f16-row.h"
 #include "cpu/hamming.h"
 #include "cpu/topk.h"
@@ -382,12 +383,13 @@ static int64_t budget_k(const struct sl_sparse *s, int64_t P) {
 /* Float scores of [0, P) in s->fscore -> idx, ascending: the forced sinks and window, and
  * the top k of the other positions (ties toward later ones); or, with blocks, the
  * ceil(k / block) blocks with the highest best score over all their positions (ties toward
- * later blocks), as cpu/topk.h selects from integer scores. */
-static int64_t select_float(struct sl_sparse *s, int64_t P, int64_t k, int64_t *idx) {
+ * later blocks), as cpu/topk.h selects from integer scores. block_max: with blocks, each
+ * block's best score is in s->ftmp already (s->fscore unused). */
+static int64_t select_float(struct sl_sparse *s, int64_t P, int64_t k, int64_t *idx, bool block_max) {
     if (P <= 0) return 0;
     const int64_t B = s->p.block;
-    memset(s->mask, 0, (size_t)P);
     if (B == 1) {
+        memset(s->mask, 0, (size_t)P);
         int64_t forced = 0;
         for (int64_t j = 0; j < P; j++)
             if (j < s->p.n_sink || j >= P - s->p.n_window) s->fscore[j] = INFINITY, forced++;
@@ -395,21 +397,25 @@ static int64_t select_float(struct sl_sparse *s, int64_t P, int64_t k, int64_t *
         if (want > 0) sl_truth_topk_mark(s->fscore, P, want, s->mask, 1, s->ftmp);
     } else {
         const int64_t nb = (P + B - 1) / B, kb = (k + B - 1) / B;
-        for (int64_t b = 0; b < nb; b++) {
+        for (int64_t b = 0; !block_max && b < nb; b++) {
             float m = -INFINITY;
             for (int64_t j = b * B; j < (b + 1) * B && j < P; j++) m = s->fscore[j] > m ? s->fscore[j] : m;
             s->ftmp[b] = m;
         }
-        /* block choices in mask[0, nb) first (bit 2), expanded below */
-        if (kb > 0) sl_truth_topk_mark(s->ftmp, nb, kb < nb ? kb : nb, s->mask, 2, s->fscore);
-        for (int64_t b = nb - 1; b >= 0; b--) {
-            const uint8_t chosen = s->mask[b] & 2;
-            s->mask[b] &= (uint8_t)~2u;
-            if (chosen)
-                for (int64_t j = b * B; j < (b + 1) * B && j < P; j++) s->mask[j] |= 1;
+        memset(s->mask, 0, (size_t)nb);
+        if (kb > 0) sl_truth_topk_mark(s->ftmp, nb, kb < nb ? kb : nb, s->mask, 1, s->fscore);
+        /* the chosen blocks' positions, and the sinks and window in the others: O(blocks) */
+        const int64_t sinks = s->p.n_sink, win = P - s->p.n_window;
+        int64_t c = 0;
+        for (int64_t b = 0; b < nb; b++) {
+            const int64_t j0 = b * B, j1 = j0 + B < P ? j0 + B : P;
+            if (s->mask[b])
+                for (int64_t j = j0; j < j1; j++) idx[c++] = j;
+            else if (j0 < sinks || j1 > win)
+                for (int64_t j = j0; j < j1; j++)
+                    if (j < sinks || j >= win) idx[c++] = j;
         }
-        for (int64_t j = 0; j < P; j++)
-            if (j < s->p.n_sink || j >= P - s->p.n_window) s->mask[j] |= 1;
+        return c;
     }
     int64_t c = 0;
     for (int64_t j = 0; j < P; j++)
@@ -446,44 +452,26 @@ static void exact_scores(struct sl_sparse *s, const struct sl_kv_cache *kv, int3
     }
 }
 
-/* Hash relevance of [0, P) to a chunk: sum over its rows t and the group's heads h of the
- * matches between the codes, = sum_i w_i (2 k_i - 1) with w_i = sum_{t,h} (2 q_{t,h,i} - 1).
- * Up to a constant and a factor that is sum_i w_i k_i, read per code byte from a table. */
-static void hash_chunk_scores(struct sl_sparse *s, int32_t layer, int32_t g, int64_t n, int64_t P) {
-    const int32_t W = s->W, G = s->G, nbytes = 8 * W;
-    float w[4096];
-    for (int32_t i = 0; i < 64 * W; i++) w[i] = 0;
-    for (int64_t t = 0; t < n; t++)
-        for (int32_t hh = 0; hh < G; hh++) {
-            const uint64_t *qc = s->qcodes + (t * s->hq + g * G + hh) * W;
-            for (int32_t i = 0; i < s->bits; i++) w[i] += ((qc[i / 64] >> (i % 64)) & 1) ? 1.0f : -1.0f;
-        }
-    for (int32_t p = 0; p < nbytes; p++) {
-        float *t = s->lut + p * 256;
-        t[0] = 0;
-        for (int v = 1; v < 256; v++) t[v] = t[v & (v - 1)] + w[p * 8 + __builtin_ctz((unsigned)v)];
-    }
-    const uint8_t *kc = (const uint8_t *)codes_at(s, layer, g, 0); /* little-endian words */
-    for (int64_t j = 0; j < P; j++) {
-        const uint8_t *c = kc + j * nbytes;
-        float acc = 0;
-        for (int32_t p = 0; p < nbytes; p++) acc += s->lut[p * 256 + c[p]];
-        s->fscore[j] = acc;
-    }
+/* Hash relevance of [0, P) to a chunk (core/sparse-select.h): s->fscore per position, or
+ * with blocks s->ftmp per block. */
+static void hash_chunk_scores(struct sl_sparse *s, struct sl_backend *be, int32_t layer, int32_t g, int64_t n,
+                              int64_t P) {
+    sl_select_chunk_table(s->qcodes + (int64_t)g * s->G * s->W, n, s->hq * s->W, s->G, s->W, s->bits, s->lut);
+    sl_select_chunk_scores(be, s->lut, codes_at(s, layer, g, 0), s->W, P, s->p.block, s->fscore, s->ftmp);
 }
 
 /* Selected earlier positions of KV head g into idx (count returned). */
-static int64_t select_head(struct sl_sparse *s, const struct sl_kv_cache *kv, int32_t layer, int32_t g, int64_t n,
-                           int64_t P, int64_t k, int64_t *idx) {
+static int64_t select_head(struct sl_sparse *s, struct sl_backend *be, const struct sl_kv_cache *kv, int32_t layer,
+                           int32_t g, int64_t n, int64_t P, int64_t k, int64_t *idx) {
     if (s->hash && n == 1) {
-        sl_hamming_scan(s->qcodes + (int64_t)g * s->G * s->W, s->G, codes_at(s, layer, g, 0), P, s->W, s->scores);
+        sl_select_scan(be, s->qcodes + (int64_t)g * s->G * s->W, s->G, codes_at(s, layer, g, 0), P, s->W, s->scores);
         struct sl_topk_params tk = {.k = k, .n_sink = s->p.n_sink, .n_window = s->p.n_window, .block = s->p.block};
         return sl_topk_select(s->scores, P, sl_hamming_max_score(s->G, s->W), &tk, s->topk_work, s->topk_bytes,
                               idx);
     }
-    if (s->hash) hash_chunk_scores(s, layer, g, n, P);
+    if (s->hash) hash_chunk_scores(s, be, layer, g, n, P);
     else exact_scores(s, kv, layer, g, n, P);
-    return select_float(s, P, k, idx);
+    return select_float(s, P, k, idx, s->hash && s->p.block > 1);
 }
 
 void sl_sparse_quiesce(struct sl_sparse *s) {
@@ -607,7 +595,7 @@ static int attend_host(struct sl_sparse *s, struct sl_backend *be, const struct 
         if (k + forced >= P) { /* store: all of [0, P) */
             for (int64_t j = 0; j < P; j++) idx[j] = j;
             s->cnt[g] = P;
-        } else if ((s->cnt[g] = select_head(s, kv->cache, layer, g, n, P, k * s->p.rerank, idx)) < 0) {
+        } else if ((s->cnt[g] = select_head(s, be, kv->cache, layer, g, n, P, k * s->p.rerank, idx)) < 0) {
             return (int)s->cnt[g];
         }
         SL_ASSERT(s->cnt[g] <= s->max_sel);

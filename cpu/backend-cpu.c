@@ -134,6 +134,10 @@ static int op_attention(struct sl_backend *be, const struct sl_kv_cache *kv, int
     return sl_cpu_attention(cpu(be)->pool, &cpu(be)->attn, kv, layer, q, n, pos0, n_head, out);
 }
 
+static void op_parallel(struct sl_backend *be, void (*fn)(void *ctx, int ith, int nth), void *ctx) {
+    sl_threadpool_run(cpu(be)->pool, fn, ctx);
+}
+
 static void op_free(struct sl_backend *be) {
     if (!be) return;
     struct cpu_backend *c = cpu(be);
@@ -162,7 +166,7 @@ int sl_backend_cpu_create(int n_threads, struct sl_backend **out) {
         .upload = op_copy, .download = op_copy, .copy = op_copy, .load_model = NULL, .matmul = op_matmul, .matmul_n = op_matmul_n,
         .get_rows = op_get_rows, .rmsnorm = op_rmsnorm, .rope = op_rope, .add = op_add, .add_rows = op_add_rows,
         .swiglu = op_swiglu, .kv_write = op_kv_write, .export_f16 = op_export_f16, .attention = op_attention,
-        .free = op_free,
+        .parallel = op_parallel, .free = op_free,
     };
     *out = &c->be;
     return 0;
