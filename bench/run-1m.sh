@@ -137,16 +137,12 @@ for i, _, past in rows:
     csvrows.append([i, j["n_past"], j["n_prompt"], j["prefill_tok_s"], j["prefill_s"], j["peak_rss_bytes"], disk, a["code_bytes"]])
 d = json.load(open(f"{work}/decode.json"))
 a = d["attention"]
-peak = max(int(r[5]) for r in csvrows[1:] + [[0, 0, 0, 0, 0, d["peak_rss_bytes"], 0, 0]])
 out.append("")
 out.append(f"- Ingest: {total_tok} tokens in {total_s / 3600:.2f} h of prefill, {total_tok / total_s:.1f} tok/s on average.")
 out.append(f"- Decode after {d['n_stored']} stored tokens: {d['n_generated']} tokens at **{d['decode_tok_s']:.2f} tok/s**, "
            f"selection {a['select_us_per_layer']:.0f} µs and gather {a['gather_us_per_layer']:.0f} µs per layer, "
            f"{100 * a['selected_fraction']:.2f}% of positions attended, block cache hit rate "
            f"{100 * a.get('kv_cache_hit_rate', 0):.0f}%, peak RSS {d['peak_rss_bytes'] / 2**30:.2f} GiB.")
-out.append(f"- Largest peak RSS of any run: **{peak / 2**30:.2f} GiB**; the store: "
-           f"{int(open(f'{work}/piece-{rows[-1][0]}.disk').read().split()[1]) / 2**30:.2f} GiB on disk; "
-           f"resident key codes {a['code_bytes'] / 2**20:.0f} MiB.")
 csvrows.append(["decode", d["n_past"], d["n_generated"], d["decode_tok_s"], d["decode_s"], d["peak_rss_bytes"], "", a["code_bytes"]])
 r = {how: json.load(open(f"{work}/resume-{how}.json")) for how in ("hashed", "read")}
 assert not r["hashed"]["resume_codes_read"] and r["read"]["resume_codes_read"], "the resumes did not take the intended paths"
@@ -157,6 +153,10 @@ out.append(f"- Reopening the store at {r['read']['n_stored']} tokens: **{r['hash
 for how in ("hashed", "read"):
     csvrows.append([f"resume-{how}", r[how]["n_stored"], r[how]["n_generated"], "", r[how]["resume_s"],
                     r[how]["peak_rss_bytes"], codes_disk if how == "read" else "", r[how]["attention"]["code_bytes"]])
+peak = max(int(r[5]) for r in csvrows[1:])
+out.append(f"- Largest peak RSS of any run: **{peak / 2**30:.2f} GiB**; the store: "
+           f"{int(open(f'{work}/piece-{rows[-1][0]}.disk').read().split()[1]) / 2**30:.2f} GiB on disk; "
+           f"resident key codes {a['code_bytes'] / 2**20:.0f} MiB.")
 open("bench/results/long-1m.md", "w").write("\n".join(out) + "\n")
 csv.writer(open("bench/results/long-1m.csv", "w", newline="")).writerows(csvrows)
 print("\n".join(out))
