@@ -17,7 +17,11 @@
 void sl_select_scan(struct sl_backend *be, const uint64_t *q, int32_t G, const uint64_t *k, int64_t n, int32_t W,
                     uint16_t *scores);
 
-/* A chunk's scoring table, (8 W, 256) floats: lut[p * 256 + v] = sum over the set bits i of
+/* Why a table: the matches of a key's code with every query code of the chunk (its n rows,
+ * the group's G heads) sum to sum_i w_i (2 k_i - 1), with w_i = sum_{t,h} (2 q_{t,h,i} - 1); up
+ * to a constant and a factor of 2 that is sum_i w_i k_i, eight bits of k at a time from a
+ * table of 256 entries per code byte.
+ * A chunk's scoring table, (8 W, 256) floats: lut[p * 256 + v] = sum over the set bits i of
  * byte value v of w[8 p + i], where w_i = sum over the chunk's n rows and the G heads of
  * (2 q_i - 1) (bits past `bits` weigh 0). Query codes of row t, head h at
  * q + t * row_words + h * W. */
