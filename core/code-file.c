@@ -1,24 +1,20 @@
 /* The key-code file (see code-file.h). */
 #include "core/code-file.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "core/internal.h"
 #include "core/le-bytes.h"
 #include "storage/atomic-file.h"
 #include "storage/crc32c.h"
+#include "storage/mapped-file.h"
 
 #define MAGIC "SLCODES1"
 #define VERSION 1u
 #define HEADER 128
-#define SKIP_BYTES (4 << 20) /* bounce buffer for layers the table does not want */
 
 char *sl_code_file_path(const char *store_path) {
     size_t n = strlen(store_path) + sizeof SL_CODE_FILE_SUFFIX;
@@ -76,18 +72,6 @@ int sl_code_file_save(const char *path, const struct sl_code_table *t, const str
     return sl_atomic_file_commit(&f);
 }
 
-static int read_at(int fd, void *buf, size_t n, off_t off, const char *path) {
-    char *p = buf;
-    while (n > 0) {
-        ssize_t r = pread(fd, p, n, off);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) return sl_fail(-errno, "code file %s: %s", path, strerror(errno));
-        if (r == 0) return sl_fail(SL_ETRUNCATED, "code file %s ends early", path);
-        p += r, off += r, n -= (size_t)r;
-    }
-    return 0;
-}
-
 /* The header against the table and the source: 0, or why not. *first: the file's first layer. */
 static int check_header(const uint8_t *h, const struct sl_code_table *t, const struct sl_code_source *src,
                         const char *path, int32_t *first, uint32_t *payload_crc) {
@@ -112,48 +96,33 @@ static int check_header(const uint8_t *h, const struct sl_code_table *t, const s
     return 0;
 }
 
-static int load_fd(int fd, const char *path, const struct sl_code_table *t, const struct sl_code_source *src) {
-    uint8_t h[HEADER];
+int sl_code_file_load(const char *path, const struct sl_code_table *t, const struct sl_code_source *src) {
+    struct sl_mapped_file f;
+    int rc = sl_mapped_file_open(path, &f);
+    if (rc) return rc; /* -ENOENT: none saved */
+    const uint8_t *b = f.data;
     int32_t first = 0;
     uint32_t want_crc = 0;
-    int rc = read_at(fd, h, HEADER, 0, path);
-    if (rc == SL_ETRUNCATED) return sl_fail(SL_ETRUNCATED, "code file %s is shorter than its header", path);
-    if (rc || (rc = check_header(h, t, src, path, &first, &want_crc))) return rc;
-    const int64_t n = src->store.n_tokens;
-    struct stat st;
-    if (fstat(fd, &st) != 0) return sl_fail(-errno, "code file %s: %s", path, strerror(errno));
-    const int64_t want = HEADER + (int64_t)(t->n_layer - first) * t->n_head_kv * (int64_t)seg_bytes(t, n);
-    if ((int64_t)st.st_size != want)
-        return sl_fail(st.st_size < want ? SL_ETRUNCATED : SL_EFORMAT,
-                       "code file %s is %" PRId64 " bytes, its header declares %" PRId64, path, (int64_t)st.st_size, want);
-    uint8_t *skip = NULL;
+    if (f.size < HEADER) {
+        rc = sl_fail(SL_ETRUNCATED, "code file %s is shorter than its header", path);
+    } else if (!(rc = check_header(b, t, src, path, &first, &want_crc))) {
+        const int64_t n = src->store.n_tokens;
+        const int64_t want = HEADER + (int64_t)(t->n_layer - first) * t->n_head_kv * (int64_t)seg_bytes(t, n);
+        if ((int64_t)f.size != want)
+            rc = sl_fail((int64_t)f.size < want ? SL_ETRUNCATED : SL_EFORMAT,
+                         "code file %s is %zu bytes, its header declares %" PRId64, path, f.size, want);
+    }
+    /* every (layer, head) through the checksum; the layers the table wants into it */
     uint32_t crc = 0;
-    off_t off = HEADER;
+    const uint8_t *p = b + HEADER;
     for (int32_t l = first; !rc && l < t->n_layer; l++)
-        for (int32_t g = 0; !rc && g < t->n_head_kv; g++) {
-            size_t left = seg_bytes(t, n);
-            if (l >= t->first_layer) { /* straight into the table */
-                uint64_t *dst = (uint64_t *)row_of(t, l, g);
-                if (!(rc = read_at(fd, dst, left, off, path))) crc = sl_crc32c(crc, dst, left);
-                off += (off_t)left;
-                continue;
-            }
-            if (!skip && !(skip = malloc(SKIP_BYTES))) rc = sl_fail(SL_ENOMEM, "out of memory");
-            while (!rc && left > 0) { /* a layer the table does not want: checked, dropped */
-                size_t m = left < SKIP_BYTES ? left : SKIP_BYTES;
-                if (!(rc = read_at(fd, skip, m, off, path))) crc = sl_crc32c(crc, skip, m);
-                off += (off_t)m, left -= m;
-            }
+        for (int32_t g = 0; g < t->n_head_kv; g++) {
+            const size_t len = seg_bytes(t, src->store.n_tokens);
+            crc = sl_crc32c(crc, p, len);
+            if (l >= t->first_layer) memcpy((uint64_t *)row_of(t, l, g), p, len);
+            p += len;
         }
-    free(skip);
     if (!rc && crc != want_crc) rc = sl_fail(SL_ECORRUPT, "code file %s: codes fail their checksum", path);
-    return rc;
-}
-
-int sl_code_file_load(const char *path, const struct sl_code_table *t, const struct sl_code_source *src) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return sl_fail(-errno, "code file %s: %s", path, strerror(errno));
-    int rc = load_fd(fd, path, t, src);
-    close(fd);
+    sl_mapped_file_close(&f);
     return rc;
 }

@@ -5,7 +5,6 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "core/backend.h"
@@ -172,12 +171,6 @@ int sl_context_create(const sl_model *m, const struct sl_context_params *p, sl_c
     return 0;
 }
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 /* The store's key codes into the code file beside it (what a later resume reads instead of
  * hashing every stored key), after a sync: best effort, a failure only costs that resume time. */
 static void save_codes(sl_context *c) {
@@ -189,9 +182,7 @@ static void save_codes(sl_context *c) {
     int rc = path ? 0 : sl_fail(SL_ENOMEM, "out of memory");
     if (!rc) rc = sl_kv_store_sync(c->store);
     if (!rc) rc = sl_kv_store_content_id(c->store, &src.store);
-    const struct sl_kv_content_id *was = &c->codes_saved;
-    if (!rc && c->codes_known && src.store.n_tokens == was->n_tokens && src.store.tags_crc == was->tags_crc &&
-        src.store.blocks_crc == was->blocks_crc && src.store.open_crc == was->open_crc) {
+    if (!rc && c->codes_known && sl_kv_content_id_equal(&src.store, &c->codes_saved)) {
         free(path); /* the file read at resume, and nothing changed since */
         return;
     }
@@ -448,7 +439,7 @@ static int open_store(sl_context *c, int32_t ram_layers, const uint8_t fp[32], s
         free(codes);
         return 0;
     }
-    const double t0 = now_s();
+    const double t0 = sl_now_s();
     rc = sl_kv_store_open(&shape, &sp, &c->store);
     if (rc) return rc;
     int64_t n = sl_kv_store_n_tokens(c->store);
@@ -491,7 +482,7 @@ static int open_store(sl_context *c, int32_t ram_layers, const uint8_t fp[32], s
     c->n_past = n;
     c->resume_positions = n;
     c->resume_codes_read = have_codes;
-    c->resume_s = now_s() - t0;
+    c->resume_s = sl_now_s() - t0;
     return 0;
 }
 

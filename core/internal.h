@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "spotlight/error.h"
 
@@ -19,6 +20,13 @@ extern "C" {
 int sl_fail(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 void sl_log(enum sl_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Seconds on the monotonic clock, for timing spans. */
+static inline double sl_now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
 
 /* Programmer errors only (never input, I/O, allocation or device failures). */
 #define SL_ASSERT(x)                                                                        \

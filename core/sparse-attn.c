@@ -5,7 +5,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/attn-truth.h"
 #include "spotlight/kv-store.h"
@@ -54,12 +53,6 @@ struct sl_sparse {
     uint64_t *cstage;           /* (hkv, n_batch, W) codes on their way to the backend */
     int64_t dev_bytes;
 };
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 struct sl_attn_params sl_attn_default_params(enum sl_attn_mode mode) {
     return (struct sl_attn_params){.mode = mode, .budget = 0.02f, .min_tokens = 64, .n_sink = 4,
@@ -578,7 +571,7 @@ static int attend_host(struct sl_sparse *s, struct sl_backend *be, const struct 
     if (k + forced >= P && !kv->store) /* every earlier position would be selected: plain dense */
         return be->attention(be, kv->cache, layer, q, n, pos0, hq, out);
     if (!s->hash && !kv->cache) return sl_fail(SL_EUNSUPPORTED, "topk-exact needs the KV cache in RAM");
-    double t0 = now_s();
+    double t0 = sl_now_s();
     if (s->hash)
         for (int64_t t = 0; t < n; t++)
             for (int32_t h = 0; h < hq; h++) {
@@ -600,7 +593,7 @@ static int attend_host(struct sl_sparse *s, struct sl_backend *be, const struct 
         }
         SL_ASSERT(s->cnt[g] <= s->max_sel);
     }
-    double t1 = now_s();
+    double t1 = sl_now_s();
     /* 2. the selected rows, then the chunk's own rows, per KV head */
     if (kv->store) {
         sl_sparse_quiesce(s); /* one gather in flight at a time; its blocks are cached now */
@@ -634,7 +627,7 @@ static int attend_host(struct sl_sparse *s, struct sl_backend *be, const struct 
     }
     if (s->p.rerank > 1 && k + forced < P)
         for (int32_t g = 0; g < hkv; g++) rerank_head(s, g, q, n, P, k, rows_per_head);
-    double t2 = now_s();
+    double t2 = sl_now_s();
     /* 3. attention per KV head: the attended rows as a one-head, one-layer cache, the dense
      * kernel over them, the chunk at positions cnt.. of it (causal within the chunk) */
     for (int32_t g = 0; g < hkv; g++) {

@@ -271,6 +271,11 @@ int sl_kv_store_content_id(sl_kv_store_t s, struct sl_kv_content_id *out) {
     return 0;
 }
 
+bool sl_kv_content_id_equal(const struct sl_kv_content_id *a, const struct sl_kv_content_id *b) {
+    return a->n_tokens == b->n_tokens && a->tags_crc == b->tags_crc && a->blocks_crc == b->blocks_crc &&
+           a->open_crc == b->open_crc;
+}
+
 int sl_kv_store_read_tags(sl_kv_store_t s, int64_t p0, int64_t n, uint32_t *out) {
     CHECK_OPEN(s);
     if (p0 < 0 || n < 0 || p0 > s->n_tokens || n > s->n_tokens - p0)

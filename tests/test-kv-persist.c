@@ -253,11 +253,6 @@ Test(kv_persist, million_positions_sparse, .timeout = 60) {
     fx_done(f);
 }
 
-static bool same_id(const struct sl_kv_content_id *a, const struct sl_kv_content_id *b) {
-    return a->n_tokens == b->n_tokens && a->tags_crc == b->tags_crc && a->blocks_crc == b->blocks_crc &&
-           a->open_crc == b->open_crc;
-}
-
 /* The content id follows the committed K/V and tags, not the history: a reopen keeps it, new
  * rows in the open block change its open part, a block that fills changes the full-block part,
  * and truncating back to an earlier content gives that content's id again. The host tier has
@@ -271,13 +266,13 @@ KVT_TIER_TEST(kv_persist, content_id_follows_content, kvt_file_tiers) {
     cr_assert_eq(a.n_tokens, 30);
     fx_reopen(f, &SHAPE_B);
     OK(sl_kv_store_content_id(f->s, &b));
-    cr_assert(same_id(&a, &b), "[%s] a reopen changed the content id", f->t->name);
+    cr_assert(sl_kv_content_id_equal(&a, &b), "[%s] a reopen changed the content id", f->t->name);
     OK(kvt_fill(f->s, &f->r, 1, &f->rng)); /* 31: the same 7 full blocks, 3 open rows */
     OK(sl_kv_store_content_id(f->s, &c));
     cr_assert(c.n_tokens == 31 && c.blocks_crc == a.blocks_crc && c.open_crc != a.open_crc && c.tags_crc != a.tags_crc);
     OK(kvt_truncate(f->s, &f->r, 30));
     OK(sl_kv_store_content_id(f->s, &b));
-    cr_assert(same_id(&a, &b), "[%s] truncating back did not restore the id", f->t->name);
+    cr_assert(sl_kv_content_id_equal(&a, &b), "[%s] truncating back did not restore the id", f->t->name);
     OK(kvt_fill(f->s, &f->r, 1, &f->rng)); /* other rows at position 30 */
     OK(sl_kv_store_content_id(f->s, &d));
     cr_assert(d.n_tokens == 31 && d.blocks_crc == c.blocks_crc && d.open_crc != c.open_crc);

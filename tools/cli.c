@@ -6,9 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "core/internal.h"
 #include "spotlight/error.h"
 
 int cli_model_dir(char *buf, size_t cap) {
@@ -57,11 +57,7 @@ void cli_report(const char *what, int rc) {
         fprintf(stderr, "spotlight: %s: %s\n", what, sl_strerror(rc));
 }
 
-double cli_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+double cli_now(void) { return sl_now_s(); }
 
 int cli_parse_i64(const char *cmd, const char *opt, const char *s, int64_t lo, int64_t hi, int64_t *out) {
     char *end;

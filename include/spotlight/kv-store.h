@@ -176,6 +176,7 @@ struct sl_kv_content_id {
     uint32_t tags_crc, blocks_crc, open_crc;
 };
 int sl_kv_store_content_id(sl_kv_store_t s, struct sl_kv_content_id *out);
+bool sl_kv_content_id_equal(const struct sl_kv_content_id *a, const struct sl_kv_content_id *b);
 
 /* Tags of committed positions [p0, p0 + n). */
 int sl_kv_store_read_tags(sl_kv_store_t s, int64_t p0, int64_t n, uint32_t *out);
