@@ -112,36 +112,66 @@ Test(hash_train, gradient_matches_finite_differences) {
     free(k);
 }
 
-Test(hash_train, two_cones_training_raises_recall, .timeout = 120) {
-    rng_state = 11;
-    const int32_t n = 256, hq = 2, hkv = 1, d = 16;
-    float *q = malloc(sizeof(float) * n * hq * d), *k = malloc(sizeof(float) * n * hkv * d);
-    float *q2 = malloc(sizeof(float) * n * hq * d), *k2 = malloc(sizeof(float) * n * hkv * d);
-    two_cones(n, hq, hkv, d, 16.0f, 1.0f, q, k);
-    two_cones(n, hq, hkv, d, 16.0f, 1.0f, q2, k2); /* held out */
+/* Trains one fresh hash on two-cone data and returns the held-out recall before (*r0) and after.
+ * perturb: every 7th training query component moved by one ulp, as another BLAS kernel's
+ * rounding would move the trainer's intermediate values. */
+static float train_two_cones(const float *q, const float *k, int32_t n, const struct sl_hash_train_seq *held,
+                             uint64_t seed, bool perturb, float *r0) {
+    const int32_t hq = 2, hkv = 1, d = 16;
+    float *qp = malloc(sizeof(float) * n * hq * d);
+    memcpy(qp, q, sizeof(float) * n * hq * d);
+    if (perturb)
+        for (int64_t i = 0; i < (int64_t)n * hq * d; i += 7) qp[i] = nextafterf(qp[i], INFINITY);
     sl_hash *h = make_hash(hq, hkv, d, 64);
-    struct sl_hash_train_seq train = {q, k, n}, held = {q2, k2, n};
-    float r0, r1;
-    cr_assert_eq(sl_hash_attention_recall(h, 0, &held, 0.05f, 64, 32, 5, &r0), 0, "%s", sl_error_detail());
+    struct sl_hash_train_seq train = {qp, k, n};
+    cr_assert_eq(sl_hash_attention_recall(h, 0, held, 0.05f, 128, 64, 5, r0), 0, "%s", sl_error_detail());
     struct sl_hash_train_params tp = sl_hash_train_default_params();
     tp.steps = 200;
     tp.queries = 32;
     tp.min_pos = 32;
     tp.lr = 1e-2f;
+    tp.seed = seed;
     sl_hash_trainer *t;
     cr_assert_eq(sl_hash_trainer_create(h, 0, &tp, n, &t), 0);
-    float first = 0, last = 0, loss;
+    float first = 0, last = 0, loss, r1;
     for (int s = 0; s < tp.steps; s++) {
         cr_assert_eq(sl_hash_trainer_step(t, &train, &loss), 0);
         if (s < 20) first += loss / 20;
         if (s >= tp.steps - 20) last += loss / 20;
     }
-    cr_assert_eq(sl_hash_attention_recall(h, 0, &held, 0.05f, 64, 32, 5, &r1), 0);
-    cr_log_info("two cones: loss %.4f -> %.4f, held-out recall at 5%%: %.3f -> %.3f", first, last, r0, r1);
     cr_assert(last < first * 0.9f, "loss %g -> %g", first, last);
-    cr_assert(r1 > r0 + 0.05f, "recall %g -> %g", r0, r1);
+    cr_assert_eq(sl_hash_attention_recall(h, 0, held, 0.05f, 128, 64, 5, &r1), 0);
     sl_hash_trainer_free(t);
     sl_hash_free(h);
+    free(qp);
+    return r1;
+}
+
+/* Training must generalise, and not by luck: on 2048 training positions every sampling seed,
+ * with the inputs as they are and moved by one ulp, lands within a narrow band well above
+ * SimHash. With 256 positions the hash memorises the training keys (training recall 0.98)
+ * and its held-out recall is whatever the trajectory happens to give: 0.39 to 0.65 over six
+ * seeds on one data draw, and OpenBLAS's AVX-512 and AVX2 kernels, whose rounding differs,
+ * gave 0.516 and 0.663 there. That was the old test's failure, not a BLAS error. */
+Test(hash_train, two_cones_training_raises_recall_robustly, .timeout = 120) {
+    rng_state = 4;
+    const int32_t n = 2048, nh = 1024, hq = 2, hkv = 1, d = 16;
+    float *q2 = malloc(sizeof(float) * nh * hq * d), *k2 = malloc(sizeof(float) * nh * hkv * d);
+    float *q = malloc(sizeof(float) * n * hq * d), *k = malloc(sizeof(float) * n * hkv * d);
+    two_cones(nh, hq, hkv, d, 16.0f, 1.0f, q2, k2); /* held out */
+    two_cones(n, hq, hkv, d, 16.0f, 1.0f, q, k);
+    struct sl_hash_train_seq held = {q2, k2, nh};
+    float lo = 1, hi = 0, r0 = 0;
+    for (uint64_t seed = 1; seed <= 3; seed++)
+        for (int perturb = 0; perturb < 2; perturb++) {
+            float r1 = train_two_cones(q, k, n, &held, seed, perturb, &r0);
+            cr_log_info("two cones, seed %d%s: held-out recall at 5%%: %.3f -> %.3f", (int)seed,
+                        perturb ? ", inputs moved by one ulp" : "", r0, r1);
+            cr_assert(r1 > r0 + 0.2f, "seed %d%s: recall %g -> %g", (int)seed, perturb ? " (perturbed)" : "", r0, r1);
+            lo = fminf(lo, r1);
+            hi = fmaxf(hi, r1);
+        }
+    cr_assert(hi - lo < 0.1f, "held-out recall spread %.3f .. %.3f over seeds and one-ulp perturbations", lo, hi);
     free(q);
     free(k);
     free(q2);
