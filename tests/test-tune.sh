@@ -12,6 +12,21 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 . "$(dirname "$0")/cli-lib.sh"
 
+# A cache of its own: the default model and the corpus linked from the user's cache, and a
+# quick Spotlight hash (tools/make-hash.sh --quick, seconds) made here, so the sweep has
+# spotlight points whether or not a trained hash exists, and nothing is written to that cache.
+cache="${SPOTLIGHT_MODELS:-${XDG_CACHE_HOME:-$HOME/.cache}/spotlight}"
+model=SmolLM2-135M-Instruct.Q4_1.gguf
+mkdir -p "$tmp/cache"
+ln -s "$(realpath "$cache/$model")" "$tmp/cache/$model"
+ln -s "$(realpath "$cache/corpus")" "$tmp/cache/corpus"
+export SPOTLIGHT_MODELS="$tmp/cache"
+if ! nice "$(dirname "$0")/../tools/make-hash.sh" --quick --bin "$bin" -o "$tmp/cache/hash/$model.b64.slhash" \
+    >"$tmp/hash.log" 2>&1; then
+  echo "FAIL: quick hash: $(tail -n 3 "$tmp/hash.log")"
+  exit 1
+fi
+
 tune() { nice "$bin" tune -t 1 "$@"; }
 
 # Bad arguments.

@@ -24,11 +24,13 @@
 
 static void usage(FILE *f) {
     fprintf(f, "usage: spotlight train-hash [-m MODEL] [--qk DIR] [--eval-qk DIR] [-o FILE] [--bits B] [--steps N]\n"
-               "                           [--budget F] [--restart]\n"
+               "                           [--budget F] [--restart] [--quick]\n"
                "  Trains the per-layer Spotlight hash on DIR/layer-XX.qk (default <cache>/qk/<model file>) and\n"
                "  writes FILE (default <cache>/hash/<model file>.b<B>.slhash). Resumes a partly trained FILE\n"
                "  unless --restart. --eval-qk: held-out dumps for recall (default <cache>/qk/<model file>-heldout\n"
-               "  when present). Defaults: 64 bits, 300 steps per layer, budget 0.02.\n");
+               "  when present). Defaults: 64 bits, 300 steps per layer, budget 0.02.\n"
+               "  --quick: 20 steps of 32 queries x 8 positives x 32 negatives per layer (seconds, not minutes):\n"
+               "  a hash for tests and smoke runs, far from a trained one's recall.\n");
 }
 
 static float mean_recall(const sl_hash *h, int32_t layer, const struct qk_layer *ev, float budget) {
@@ -49,11 +51,12 @@ int cmd_train_hash(int argc, char **argv) {
         {"eval-qk", required_argument, 0, 'e'}, {"out", required_argument, 0, 'o'},
         {"bits", required_argument, 0, 'B'}, {"steps", required_argument, 0, 'S'},
         {"budget", required_argument, 0, 'g'}, {"restart", no_argument, 0, 'r'},
+        {"quick", no_argument, 0, 'Q'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     const char *model = NULL, *qk = NULL, *eval_qk = NULL, *out = NULL;
     int64_t bits = 64, steps = 300;
     float budget = 0.02f;
-    bool restart = false;
+    bool restart = false, quick = false, steps_given = false;
     optind = 1;
     opterr = 0;
     int c;
@@ -68,15 +71,19 @@ int cmd_train_hash(int argc, char **argv) {
                       return 2;
                   }
                   break;
-        case 'S': if (cli_parse_i64("train-hash", "--steps", optarg, 1, 1 << 24, &steps)) return 2; break;
+        case 'S': if (cli_parse_i64("train-hash", "--steps", optarg, 1, 1 << 24, &steps)) return 2;
+                  steps_given = true;
+                  break;
         case 'g': if (cli_parse_f32("train-hash", "--budget", optarg, 1e-4f, 1.0f, &budget)) return 2; break;
         case 'r': restart = true; break;
+        case 'Q': quick = true; break;
         case 'h': usage(stdout); return 0;
         default:
             fprintf(stderr, "spotlight train-hash: unknown or incomplete option '%s' (see --help)\n", argv[optind - 1]);
             return 2;
         }
     }
+    if (quick && !steps_given) steps = 20;
     if (optind < argc) {
         fprintf(stderr, "spotlight train-hash: unexpected argument '%s' (see --help)\n", argv[optind]);
         return 2;
@@ -137,11 +144,16 @@ int cmd_train_hash(int argc, char **argv) {
         goto done;
     }
     char note[8400];
-    const struct sl_hash_train_params dp = sl_hash_train_default_params();
+    struct sl_hash_train_params dp = sl_hash_train_default_params();
+    if (quick) {
+        dp.queries = 32;
+        dp.pos_samples = 8;
+        dp.neg_samples = 32;
+    }
     snprintf(note, sizeof note,
-             "spotlight train-hash --bits %" PRId64 " --steps %" PRId64 " --budget %g; lr %g, gamma %g, %d queries x %d "
+             "spotlight train-hash --bits %" PRId64 " --steps %" PRId64 " --budget %g%s; lr %g, gamma %g, %d queries x %d "
              "positives x %d negatives per step; data %s",
-             bits, steps, budget, dp.lr, dp.gamma, dp.queries, dp.pos_samples, dp.neg_samples, qk_dir);
+             bits, steps, budget, quick ? " --quick" : "", dp.lr, dp.gamma, dp.queries, dp.pos_samples, dp.neg_samples, qk_dir);
     sl_hash_set_note(h, note);
     const double t0 = cli_now();
     int32_t trained_now = 0;
@@ -155,7 +167,7 @@ int cmd_train_hash(int argc, char **argv) {
         }
         sl_hash_reset_layer(h, l); /* a layer left half-trained restarts from its initial weights */
         float before = have_eval ? mean_recall(h, l, &ev, budget) : NAN;
-        struct sl_hash_train_params tp = sl_hash_train_default_params();
+        struct sl_hash_train_params tp = dp;
         tp.steps = steps;
         tp.min_pos = tr.dump.seq_len / 16 > 0 ? tr.dump.seq_len / 16 : 1;
         tp.pos_frac = budget;
