@@ -331,8 +331,7 @@ static void scan_avx2(const struct terms *t, const uint64_t *k, int64_t n, uint1
 /* ---- AVX-512 (VPOPCNTQ) ------------------------------------------------------------------
  * A popcount per 64-bit lane in one instruction; sums stay in 64-bit lanes (weights by
  * shifts) and vpmovqw narrows eight of them to uint16. Tails use masked loads and stores.
- * Not run on the development machine (no AVX-512 there): the tests exercise it wherever
- * cpuid reports the features. */
+ * test-hash-topk runs it against the scalar kernel wherever cpuid reports the features. */
 
 #define AVX512 __attribute__((target("avx512f,avx512vpopcntdq,popcnt")))
 

@@ -15,9 +15,8 @@
  * automatic choice scalar; tests force each path with sl_hamming_force_path. For G = 3 and
  * G >= 5 (up to 15, b <= 1024) the group is first rewritten as bit planes of the per-bit
  * count of set query bits, which needs about log2(G+1) popcounts per key instead of G (see
- * hamming.c); the scores are identical. The AVX-512 kernels have not yet run on AVX-512
- * hardware (the development machine has none); their lane logic was checked against a C
- * emulation of the intrinsics, and test-hash-topk exercises them wherever cpuid has them. */
+ * hamming.c); the scores are identical. test-hash-topk runs every kernel the CPU has against
+ * the scalar one (AVX-512 skips where cpuid lacks AVX512F + VPOPCNTDQ). */
 #ifndef SL_CPU_HAMMING_H
 #define SL_CPU_HAMMING_H
 

@@ -9,6 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc 2>/dev/null || echo 2)
 
+# The CPU decides which kernel paths run (AVX-512, AVX2, scalar): say which this machine has.
+isa=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | tr ' ' '\n' |
+  grep -x -E 'sse4_2|avx2|fma|f16c|avx512f|avx512bw|avx512vl|avx512_vnni|avx512_bf16|avx512_vpopcntdq' | tr '\n' ' ' || true)
+echo "== cpu: $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //'); flags: ${isa:-unknown}"
+
 tools/setup.sh --no-run --no-hash
 # The second, long-context model (Qwen2 family, 32K) is tested too, and the real-text corpus
 # (held-out documents feed the perplexity comparison with llama.cpp).
