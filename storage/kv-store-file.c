@@ -270,8 +270,8 @@ static int writer_prologue(struct sl_kv_store *s, bool make_parent) {
 int sl_kv_file_create(struct sl_kv_store *s) {
     const struct sl_kv_layout *l = &s->layout;
     int err = writer_prologue(s, true);
-    if (!err) err = sl_kv_path_existing(s->path, s->params.overwrite);
-    if (err) return err;
+    int there = err ? 0 : sl_kv_path_existing(s->path, s->params.overwrite);
+    if (err || (err = there < 0 ? there : 0)) return err;
     if ((err = plan_and_alloc(s))) return err;
     char *tmp = sl_kv_path_partial(s->path, (long)getpid());
     if (!tmp) return sl_fail(SL_ENOMEM, "out of memory");
@@ -287,7 +287,7 @@ int sl_kv_file_create(struct sl_kv_store *s) {
     if (!err) err = write_header(s, 1, 2, zero_tail);
     if (!err) err = sl_kv_io_datasync(s->io);
     if (!err) {
-        err = rename_into_place(tmp, s->path, s->params.overwrite);
+        err = rename_into_place(tmp, s->path, there == 1);
         if (err) sl_fail(err, "cannot move %s into place at %s: %s", tmp, s->path, strerror(-err));
     }
     if (!err) made = false; /* renamed: nothing at tmp any more */

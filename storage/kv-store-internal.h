@@ -154,8 +154,8 @@ void sl_kv_path_unlock(const char *path, int fd);
 char *sl_kv_path_partial(const char *path, long pid);
 /* Removes PATH.partial-PID files of processes that no longer run (call with the lock held). */
 void sl_kv_path_remove_stale(const char *path);
-/* Whether create may put a store at path: 0 when nothing is there, or when overwrite and it
- * is a store or an empty file; a non-regular file or one that is not a store: refused always;
+/* Whether create may put a store at path: 0 when nothing is there, 1 when what is there may be
+ * replaced (an empty file, or a store with overwrite); a non-regular file or one that is not a store: refused always;
  * -EEXIST otherwise. Never blocks on a FIFO or device. */
 int sl_kv_path_existing(const char *path, bool overwrite);
 

@@ -229,7 +229,7 @@ int sl_kv_path_existing(const char *path, bool overwrite) {
             struct stat st; /* a dangling symlink: rename would replace the link, refuse it too */
             if (lstat(path, &st) == 0)
                 return sl_fail(SL_EINVAL, "KV store path %s is a dangling symbolic link", path);
-            return 0;
+            return 0; /* nothing there */
         }
         if (errno == ELOOP) return sl_fail(SL_EINVAL, "KV store path %s is a symbolic link loop", path);
         return sl_fail(-errno, "cannot check KV store path %s: %s", path, strerror(errno));
@@ -251,8 +251,8 @@ int sl_kv_path_existing(const char *path, bool overwrite) {
     if (!store && st.st_size > 0)
         return sl_fail(-EEXIST, "%s exists and is not a KV store; refusing to replace it (remove it, "
                        "or choose another store path)", path);
-    if (!overwrite)
-        return sl_fail(-EEXIST, "%s already exists%s (continue it with --resume, or replace it with "
-                       "--kv-overwrite)", path, store ? " as a KV store" : " (empty)");
-    return 0;
+    if (!overwrite && store) /* an empty file holds nothing to lose: a placeholder (mkstemp) */
+        return sl_fail(-EEXIST, "KV store %s already exists (continue it with --resume, or replace it "
+                       "with --kv-overwrite)", path);
+    return 1;
 }

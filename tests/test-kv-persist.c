@@ -89,7 +89,7 @@ Test(kv_persist, create_refuses_existing_path, .timeout = 60) {
     fx_reopen(f, &SHAPE_A);
     OK(kvt_check_all(f->s, &f->r));
     p.path = other;
-    p.overwrite = true; /* replaces a store or an empty file, never anything else */
+    p.overwrite = true; /* replaces a store (or an empty file), never anything else */
     FAILS(sl_kv_store_create(&SHAPE_B, &p, &s));
     cr_assert(kvt_read_at(other, 0, buf, 11) == 0 && memcmp(buf, "not a store", 11) == 0,
               "overwrite replaced a file that is not a store");

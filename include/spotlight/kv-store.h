@@ -82,8 +82,8 @@ struct sl_kv_store_params {
     enum sl_kv_tier tier;
     int64_t capacity;          /* positions the store can hold (fixed at create) */
     const char *path;          /* file tier: the store file */
-    bool overwrite;            /* create: replace an existing store (or empty file) instead of
-                                  failing; anything else at the path is never replaced */
+    bool overwrite;            /* create: replace an existing store instead of failing (an empty
+                                  file is replaced anyway); nothing else is ever replaced */
     bool recover;              /* open: when the newer header slot is damaged, restore it by a
                                   one-bit repair if its data checks out, else go back to the
                                   older slot (whose next sync overwrites the damaged one).
@@ -124,8 +124,8 @@ struct sl_kv_store_params sl_kv_store_default_params(void);
  * no CUDA or the device is absent. */
 int sl_kv_store_params_for_device(struct sl_kv_store_params *p, int device);
 
-/* Creates an empty store. File tier: nothing may be at the path unless overwrite (and then
- * only a store or an empty file; never a folder, device or FIFO); missing parent folders are
+/* Creates an empty store. File tier: nothing but an empty file may be at the path, or a store
+ * with overwrite (never a folder, device, FIFO or other file); missing parent folders are
  * made; the name must leave room for the temporary's suffix under NAME_MAX (-ENAMETOOLONG).
  * The file appears complete (written to PATH.partial-PID, opened O_EXCL|O_NOFOLLOW, synced,
  * renamed) or not at all; temporaries of processes that died are removed first.
