@@ -43,6 +43,7 @@ struct sl_context {
     char *kv_path;
     int64_t kv_ram_budget;
     bool kv_resume, kv_in_ram, kv_overwrite, kv_recover;
+    struct sl_kv_io_fault *kv_fault; /* tests only */
     double kv_synced_at;       /* sl_now_s() of the store's last sync (decode syncs once a second) */
     int32_t gpu_device, n_threads;
     int64_t kv_device_cache;
@@ -124,6 +125,7 @@ int sl_context_create(const sl_model *m, const struct sl_context_params *p, sl_c
     ctx->kv_resume_keep = pp.kv_resume_keep;
     ctx->kv_overwrite = pp.kv_overwrite;
     ctx->kv_recover = pp.kv_recover;
+    ctx->kv_fault = pp.kv_fault;
     ctx->kv_in_ram = pp.kv_path && pp.kv_in_ram;
     ctx->gpu_device = pp.gpu_device;
     ctx->n_threads = pp.n_threads;
@@ -468,6 +470,7 @@ static int open_store(sl_context *c, int32_t ram_layers, const uint8_t fp[32], s
     sp.path = c->kv_path;
     sp.overwrite = c->kv_overwrite;
     sp.recover = c->kv_recover;
+    sp.fault = c->kv_fault;
     sp.ram_budget = c->kv_ram_budget;
     c->kv_synced_at = sl_now_s();
     if (!c->kv_resume) {

@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "spotlight/kv-store.h"
 #include "spotlight/model.h"
 
 #ifdef __cplusplus
@@ -52,6 +53,8 @@ struct sl_context_params {
      * unless this is set; then the damaged state is restored when a one-bit repair checks out,
      * else the older state is used and the damaged one overwritten (kv-store.h: recover). */
     bool kv_recover;
+    /* Tests only: fault injection for the store's I/O (kv-store.h); NULL in production. */
+    struct sl_kv_io_fault *kv_fault;
     /* The CUDA backend on device gpu_device instead of the CPU (SL_ENODEV when the build or
      * the machine has none): weights, activations and the dense layers' K/V in device memory.
      * Dense attention keeps every layer's K/V there. Spotlight and simhash keep only the key
