@@ -42,7 +42,9 @@ struct sl_context {
     /* K/V in a store (params.kv_path): created by sl_context_set_attention */
     char *kv_path;
     int64_t kv_ram_budget;
-    bool kv_resume, kv_in_ram;
+    bool kv_resume, kv_in_ram, kv_overwrite, kv_recover;
+    struct sl_kv_io_fault *kv_fault; /* tests only */
+    double kv_synced_at;       /* sl_now_s() of the store's last sync (decode syncs once a second) */
     int32_t gpu_device, n_threads;
     int64_t kv_device_cache;
     int64_t kv_resume_keep;
@@ -121,6 +123,9 @@ int sl_context_create(const sl_model *m, const struct sl_context_params *p, sl_c
     ctx->kv_ram_budget = pp.kv_ram_budget;
     ctx->kv_resume = pp.kv_resume;
     ctx->kv_resume_keep = pp.kv_resume_keep;
+    ctx->kv_overwrite = pp.kv_overwrite;
+    ctx->kv_recover = pp.kv_recover;
+    ctx->kv_fault = pp.kv_fault;
     ctx->kv_in_ram = pp.kv_path && pp.kv_in_ram;
     ctx->gpu_device = pp.gpu_device;
     ctx->n_threads = pp.n_threads;
@@ -172,7 +177,8 @@ int sl_context_create(const sl_model *m, const struct sl_context_params *p, sl_c
 }
 
 /* The store's key codes into the code file beside it (what a later resume reads instead of
- * hashing every stored key), after a sync: best effort, a failure only costs that resume time. */
+ * hashing every stored key), after the store's final sync: best effort, a failure only costs
+ * that resume time. */
 static void save_codes(sl_context *c) {
     struct sl_code_table t;
     struct sl_code_source src;
@@ -180,7 +186,6 @@ static void save_codes(sl_context *c) {
     char *path = sl_code_file_path(c->kv_path);
     memcpy(src.model, c->fp, 32);
     int rc = path ? 0 : sl_fail(SL_ENOMEM, "out of memory");
-    if (!rc) rc = sl_kv_store_sync(c->store);
     if (!rc) rc = sl_kv_store_content_id(c->store, &src.store);
     if (!rc && c->codes_known && sl_kv_content_id_equal(&src.store, &c->codes_saved)) {
         free(path); /* the file read at resume, and nothing changed since */
@@ -194,12 +199,42 @@ static void save_codes(sl_context *c) {
     free(path);
 }
 
+int sl_context_sync(sl_context *c) {
+    if (!c || !c->store || !c->kv_path) return 0;
+    int rc = sl_kv_store_sync(c->store);
+    if (rc) return sl_fail(rc, "the K/V of %s did not reach the disk: %s", c->kv_path, sl_error_detail());
+    c->kv_synced_at = sl_now_s();
+    return 0;
+}
+
+int sl_context_close(sl_context *c) {
+    if (!c || !c->store) return 0;
+    int rc = 0;
+    char detail[512] = "";
+    if (c->kv_path) {
+        sl_sparse_quiesce(c->sparse);
+        rc = sl_context_sync(c);
+        if (rc) snprintf(detail, sizeof detail, "%s", sl_error_detail());
+        else save_codes(c); /* the codes describe the synced content */
+    }
+    /* the sparse state may borrow the store (a device); it goes first */
+    sl_sparse_free(c->sparse);
+    c->sparse = NULL;
+    if (c->kv_path) {
+        int rc2 = sl_kv_store_close(c->store);
+        if (rc) sl_fail(rc, "%s", detail);
+        else if (rc2) rc = sl_fail(rc2, "the K/V of %s did not reach the disk: %s", c->kv_path, sl_error_detail());
+    }
+    sl_kv_store_free(c->store);
+    c->store = NULL;
+    return rc;
+}
+
 void sl_context_free(sl_context *c) {
     if (!c) return;
-    if (c->store) save_codes(c);
+    if (c->store && sl_context_close(c))
+        sl_log(SL_LOG_ERROR, "%s", sl_error_detail());
     sl_sparse_free(c->sparse);
-    if (c->store) sl_kv_store_close(c->store); /* synced, so a later context can resume it */
-    sl_kv_store_free(c->store);
     free(c->kv_path);
     free(c->k16);
     free(c->v16);
@@ -358,12 +393,16 @@ int sl_context_eval(sl_context *ctx, const int32_t *tokens, int64_t n, bool all_
                 return rc;
             }
         }
-        if (all_logits)
-            TRY(head_forward(ctx, 0, m, done));
-        else if (done + m == n)
-            TRY(head_forward(ctx, m - 1, 1, 0));
         ctx->n_past += m;
         done += m;
+        /* the commit point: a prefill chunk is durable before eval reports it, decode tokens
+         * at least once a second (sl_context.h) */
+        if (ctx->store && ctx->kv_path && (m > 1 || sl_now_s() - ctx->kv_synced_at >= 1.0))
+            TRY(sl_context_sync(ctx));
+        if (all_logits)
+            TRY(head_forward(ctx, 0, m, done - m));
+        else if (done == n)
+            TRY(head_forward(ctx, m - 1, 1, 0));
     }
     ctx->logits_rows = rows;
     return 0;
@@ -429,8 +468,11 @@ static int open_store(sl_context *c, int32_t ram_layers, const uint8_t fp[32], s
     }
     sp.tier = SL_KV_TIER_FILE;
     sp.path = c->kv_path;
-    sp.overwrite = true;
+    sp.overwrite = c->kv_overwrite;
+    sp.recover = c->kv_recover;
+    sp.fault = c->kv_fault;
     sp.ram_budget = c->kv_ram_budget;
+    c->kv_synced_at = sl_now_s();
     if (!c->kv_resume) {
         if ((rc = sl_kv_store_create(&shape, &sp, &c->store))) return rc;
         char *codes = sl_code_file_path(c->kv_path); /* the replaced store's */
@@ -443,6 +485,9 @@ static int open_store(sl_context *c, int32_t ram_layers, const uint8_t fp[32], s
     rc = sl_kv_store_open(&shape, &sp, &c->store);
     if (rc) return rc;
     int64_t n = sl_kv_store_n_tokens(c->store);
+    if (n == 0)
+        return sl_fail(SL_EINVAL, "KV store %s holds no tokens: nothing to resume (an ingest that ended before "
+                       "its first commit point; start it again without --resume, with --kv-overwrite)", c->kv_path);
     if (c->kv_resume_keep < 0 || c->kv_resume_keep > n)
         return sl_fail(SL_EINVAL, "%s holds %" PRId64 " positions; cannot keep %" PRId64, c->kv_path, n,
                        c->kv_resume_keep);

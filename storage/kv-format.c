@@ -67,6 +67,12 @@ int64_t sl_kv_layout_block_offset(const struct sl_kv_layout *l, int32_t layer, i
     return l->data_off + sl_kv_layout_block_index(l, layer, block, head) * l->block_stride;
 }
 
+uint32_t sl_kv_head_check(const uint8_t *p, size_t n) {
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 16777619u;
+    return h;
+}
+
 void sl_kv_header_encode(const struct sl_kv_header *h, int slot, uint8_t out[SL_KV_HEADER_BYTES]) {
     const struct sl_kv_layout *l = &h->layout;
     memset(out, 0, SL_KV_HEADER_BYTES);
@@ -90,6 +96,7 @@ void sl_kv_header_encode(const struct sl_kv_header *h, int slot, uint8_t out[SL_
     sl_wr32(out + 104, h->tail_crc);
     sl_wr32(out + 108, h->tags_crc);
     memcpy(out + 112, h->fingerprint, 32);
+    sl_wr32(out + 144, sl_kv_head_check(out, 144));
     sl_wr32(out + 4092, sl_crc32c(0, out, 4092));
 }
 
@@ -100,12 +107,14 @@ int sl_kv_header_decode(const uint8_t in[SL_KV_HEADER_BYTES], int slot, struct s
     if (sl_rd32(in + 4092) != sl_crc32c(0, in, 4092))
         return sl_fail(SL_ECORRUPT, "KV header slot %d: checksum mismatch", slot);
     uint32_t version = sl_rd32(in + 8);
-    if (version != SL_KV_FORMAT_VERSION)
-        return sl_fail(SL_EVERSION, "KV header slot %d: version %u (this build reads %u)", slot,
-                       version, SL_KV_FORMAT_VERSION);
+    if (version != 1 && version != SL_KV_FORMAT_VERSION)
+        return sl_fail(SL_EVERSION, "KV header slot %d: version %u (this build reads 1 and %u)",
+                       slot, version, SL_KV_FORMAT_VERSION);
     if (sl_rd32(in + 12) != SL_KV_HEADER_BYTES)
         return sl_fail(SL_EFORMAT, "KV header slot %d: header size %u", slot, sl_rd32(in + 12));
-    for (int i = 144; i < 4092; i++)
+    if (version >= 2 && sl_rd32(in + 144) != sl_kv_head_check(in, 144))
+        return sl_fail(SL_ECORRUPT, "KV header slot %d: first-sector check mismatch", slot);
+    for (int i = version >= 2 ? 148 : 144; i < 4092; i++)
         if (in[i]) return sl_fail(SL_EFORMAT, "KV header slot %d: reserved byte %d set", slot, i);
 
     struct sl_kv_shape s = {
@@ -144,27 +153,196 @@ int sl_kv_header_decode(const uint8_t in[SL_KV_HEADER_BYTES], int slot, struct s
     return 0;
 }
 
-int sl_kv_header_pick(const uint8_t in[2 * SL_KV_HEADER_BYTES], struct sl_kv_header *out,
-                      int *slot) {
-    struct sl_kv_header h[2];
-    int err[2];
-    char detail[2][256];
-    for (int i = 0; i < 2; i++) {
-        err[i] = sl_kv_header_decode(in + i * SL_KV_HEADER_BYTES, i, &h[i]);
-        snprintf(detail[i], sizeof detail[i], "%s", err[i] ? sl_error_detail() : "");
+/* ---- choosing a slot (the rules are in kv-format.h) ---- */
+
+enum slot_kind { SLOT_OK, SLOT_REPAIRED, SLOT_TORN, SLOT_DAMAGED };
+
+struct slot_info {
+    enum slot_kind kind;
+    int err;                /* why the slot does not decode (not SLOT_OK) */
+    char why[200];
+    struct sl_kv_header h;  /* SLOT_OK, SLOT_REPAIRED */
+    int bit;                /* SLOT_REPAIRED: byte * 8 + bit that was flipped */
+    uint64_t gen;           /* SLOT_TORN: generation and positions in its first sector */
+    uint64_t n_tokens;
+    bool magic, zero;       /* the magic is there; the whole slot is zero */
+};
+
+/* One step of the raw (reflected) CRC32C register over a byte, no pre/post inversion. */
+static uint32_t crc_step(uint32_t r, uint8_t b) {
+    r ^= b;
+    for (int i = 0; i < 8; i++) r = (r >> 1) ^ (0x82F63B78u & (0u - (r & 1u)));
+    return r;
+}
+
+static bool try_flip(const uint8_t *in, int slot, int bit, struct slot_info *si) {
+    uint8_t buf[SL_KV_HEADER_BYTES];
+    memcpy(buf, in, sizeof buf);
+    buf[bit >> 3] ^= (uint8_t)(1u << (bit & 7));
+    if (memcmp(buf, SL_KV_FORMAT_MAGIC, 8) != 0 || sl_rd32(buf + 4092) != sl_crc32c(0, buf, 4092) ||
+        sl_kv_header_decode(buf, slot, &si->h) != 0)
+        return false;
+    si->bit = bit;
+    return true;
+}
+
+/* A damaged slot that one bit flip turns into a valid header: CRC32C's Hamming distance over
+ * 4096 bytes makes that repair unique. CRC is linear: flipping bit k of byte p changes the CRC
+ * of the 4092 covered bytes by the raw CRC of that bit followed by 4091 - p zero bytes, so the
+ * flip is found by matching the syndrome (computed CRC ^ stored CRC) against those deltas. */
+static bool repair_one_bit(const uint8_t *in, int slot, struct slot_info *si) {
+    const uint32_t syn = sl_crc32c(0, in, 4092) ^ sl_rd32(in + 4092);
+    if (syn && !(syn & (syn - 1))) /* the flip is in the stored CRC itself */
+        return try_flip(in, slot, 4092 * 8 + __builtin_ctz(syn), si);
+    for (int k = 0; syn && k < 8; k++) {
+        uint32_t r = crc_step(0, (uint8_t)(1u << k));
+        for (int p = 4091; p >= 0; p--, r = crc_step(r, 0))
+            if (r == syn) return try_flip(in, slot, p * 8 + k, si);
     }
-    if (err[0] && err[1]) {
-        int e = err[0] == SL_EBADMAGIC ? err[1] : err[0];
-        if (err[0] == SL_EBADMAGIC && err[1] == SL_EBADMAGIC)
+    return false;
+}
+
+/* Half old, half new, sector by sector (kv-format.h): sector 0 whole and self-consistent,
+ * the rest zero, the layout the valid partner's; only header_crc wrong. */
+static bool torn_write(const uint8_t *in, int slot, const struct sl_kv_header *partner,
+                       struct slot_info *si) {
+    if (!partner || memcmp(in, SL_KV_FORMAT_MAGIC, 8) != 0 || sl_rd32(in + 8) < 2 ||
+        sl_rd32(in + 144) != sl_kv_head_check(in, 144))
+        return false;
+    for (int i = 148; i < 4092; i++)
+        if (in[i]) return false;
+    uint8_t want[SL_KV_HEADER_BYTES];
+    struct sl_kv_header h = *partner;
+    sl_kv_header_encode(&h, slot, want);
+    /* the fields a sync does not change: version .. capacity, tail_off .. file_size, owner */
+    if (memcmp(in + 8, want + 8, 40) != 0 || memcmp(in + 64, want + 64, 40) != 0 ||
+        memcmp(in + 112, want + 112, 32) != 0)
+        return false;
+    si->gen = sl_rd64(in + 48);
+    si->n_tokens = sl_rd64(in + 56);
+    return true;
+}
+
+static void classify(const uint8_t *in, int slot, struct slot_info *si) {
+    memset(si, 0, sizeof *si);
+    si->err = sl_kv_header_decode(in, slot, &si->h);
+    if (!si->err) return;
+    snprintf(si->why, sizeof si->why, "%s", sl_error_detail());
+    si->magic = memcmp(in, SL_KV_FORMAT_MAGIC, 8) == 0;
+    si->zero = true;
+    for (int i = 0; i < (int)SL_KV_HEADER_BYTES && si->zero; i++) si->zero = in[i] == 0;
+    si->kind = si->zero ? SLOT_DAMAGED : repair_one_bit(in, slot, si) ? SLOT_REPAIRED : SLOT_DAMAGED;
+    if (si->err == SL_EVERSION && si->kind != SLOT_REPAIRED) si->kind = SLOT_DAMAGED;
+}
+
+/* "generation 7, 1660 positions" of a slot, as far as it can be read. */
+static void describe(const struct slot_info *si, int slot, char *out, size_t n) {
+    switch (si->kind) {
+    case SLOT_OK:
+        snprintf(out, n, "slot %d (generation %llu, %lld positions)", slot,
+                 (unsigned long long)si->h.generation, (long long)si->h.n_tokens);
+        break;
+    case SLOT_REPAIRED:
+        snprintf(out, n, "slot %d (generation %llu, %lld positions; bit %d of byte %d flipped)",
+                 slot, (unsigned long long)si->h.generation, (long long)si->h.n_tokens,
+                 si->bit & 7, si->bit >> 3);
+        break;
+    case SLOT_TORN:
+        snprintf(out, n, "slot %d (generation %llu, %llu positions; torn write)", slot,
+                 (unsigned long long)si->gen, (unsigned long long)si->n_tokens);
+        break;
+    default:
+        snprintf(out, n, "slot %d (unreadable: %s)", slot, si->zero ? "all zero" : si->why);
+    }
+}
+
+int sl_kv_header_pick(const uint8_t in[2 * SL_KV_HEADER_BYTES], unsigned flags,
+                      struct sl_kv_pick *out) {
+    struct slot_info si[2];
+    memset(out, 0, sizeof *out);
+    for (int i = 0; i < 2; i++) classify(in + i * SL_KV_HEADER_BYTES, i, &si[i]);
+    char d[2][300];
+
+    if (si[0].kind == SLOT_OK && si[1].kind == SLOT_OK) {
+        if (si[0].h.generation == si[1].h.generation)
+            return sl_fail(SL_ECORRUPT, "both header slots claim generation %llu",
+                           (unsigned long long)si[0].h.generation);
+        out->slot = si[1].h.generation > si[0].h.generation ? 1 : 0;
+        out->h = si[out->slot].h;
+        if (flags & SL_KV_PICK_RECOVER) { /* the newer's tail or tags may still fail */
+            out->has_fallback = true;
+            out->fb_slot = out->slot ^ 1;
+            out->fb = si[out->fb_slot].h;
+        }
+        return 0;
+    }
+    if (si[0].kind != SLOT_OK && si[1].kind != SLOT_OK) {
+        if (!si[0].magic && !si[1].magic && si[0].kind != SLOT_REPAIRED && si[1].kind != SLOT_REPAIRED)
             return sl_fail(SL_EBADMAGIC, "not a Spotlight KV store (no SLKVSTOR magic)");
-        return sl_fail(e, "%s", e == err[0] ? detail[0] : detail[1]);
+        describe(&si[0], 0, d[0], sizeof d[0]);
+        describe(&si[1], 1, d[1], sizeof d[1]);
+        /* recover: the newest one-bit repair, if any (the caller checks its data) */
+        int best = -1;
+        for (int i = 0; i < 2; i++)
+            if (si[i].kind == SLOT_REPAIRED && (best < 0 || si[i].h.generation > si[best].h.generation))
+                best = i;
+        if (best >= 0 && (flags & SL_KV_PICK_RECOVER)) {
+            sl_log(SL_LOG_WARN, "KV store: both header slots damaged (%s; %s); recovering slot %d "
+                   "by its one-bit repair", d[0], d[1], best);
+            out->slot = best;
+            out->h = si[best].h;
+            out->repaired = true;
+            return 0;
+        }
+        int e = si[0].err == SL_EBADMAGIC ? si[1].err : si[0].err;
+        if (e == SL_EBADMAGIC) e = SL_ECORRUPT;
+        return sl_fail(e, "both header slots are damaged: %s; %s%s", d[0], d[1],
+                       best >= 0 ? " (--recover / params.recover tries the one-bit repair)" : "");
     }
-    int pick = err[0] ? 1 : err[1] ? 0 : (h[1].generation > h[0].generation ? 1 : 0);
-    if (err[pick ^ 1])
-        sl_log(SL_LOG_WARN, "KV store: using header slot %d (generation %llu); %s — an "
-               "interrupted sync, the last completed one is used", pick,
-               (unsigned long long)h[pick].generation, detail[pick ^ 1]);
-    *out = h[pick];
-    *slot = pick;
-    return 0;
+
+    const int v = si[0].kind == SLOT_OK ? 0 : 1, x = v ^ 1;
+    const uint64_t gv = si[v].h.generation;
+    if (si[x].kind == SLOT_DAMAGED && torn_write(in + x * SL_KV_HEADER_BYTES, x, &si[v].h, &si[x]))
+        si[x].kind = SLOT_TORN;
+    describe(&si[v], v, d[v], sizeof d[v]);
+    describe(&si[x], x, d[x], sizeof d[x]);
+    out->slot = v;
+    out->h = si[v].h;
+    /* Known to be older, or a header write that never finished: the valid slot is current. */
+    if ((si[x].kind == SLOT_REPAIRED && si[x].h.generation < gv) ||
+        (si[x].kind == SLOT_TORN && si[x].gen + 1 == gv)) {
+        sl_log(SL_LOG_WARN, "KV store: %s is damaged and older; using %s (the next sync rewrites "
+               "the damaged slot)", d[x], d[v]);
+        return 0;
+    }
+    if (si[x].kind == SLOT_TORN && si[x].gen == gv + 1) {
+        sl_log(SL_LOG_WARN, "KV store: an interrupted sync left %s, never completed; continuing "
+               "from %s, the last one that completed", d[x], d[v]);
+        return 0;
+    }
+    /* Possibly newer, damaged. */
+    if (flags & SL_KV_PICK_RECOVER) {
+        if (si[x].kind == SLOT_REPAIRED && si[x].h.generation > gv) {
+            sl_log(SL_LOG_WARN, "KV store: %s is damaged; recovering it by its one-bit repair "
+                   "(%s is the fallback)", d[x], d[v]);
+            out->fb = out->h;
+            out->fb_slot = v;
+            out->has_fallback = true;
+            out->h = si[x].h;
+            out->slot = x;
+            out->repaired = true;
+            return 0;
+        }
+        sl_log(SL_LOG_WARN, "KV store: %s is damaged; recovering %s, the older state", d[x], d[v]);
+        return 0;
+    }
+    if (flags & SL_KV_PICK_READ_ONLY) {
+        sl_log(SL_LOG_WARN, "KV store: %s is damaged and may be the newer state; reading %s "
+               "(read-only)", d[x], d[v]);
+        return 0;
+    }
+    return sl_fail(SL_ECORRUPT, "header %s is damaged and may hold a newer state than %s; refusing "
+                   "to write, which would overwrite it (--recover / params.recover restores the "
+                   "damaged generation when a one-bit repair and its data check out, else goes "
+                   "back to the older one)", d[x], d[v]);
 }

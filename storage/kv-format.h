@@ -46,10 +46,15 @@
  *   104   4  tail_crc           CRC32C of this slot's whole tail region
  *   108   4  tags_crc           CRC32C of tags[0, n_tokens) as stored (4 * n_tokens bytes)
  *   112  32  fingerprint        opaque owner id (model fingerprint)
- *   144 3948 zero
+ *   144   4  head_check         FNV-1a (32-bit: basis 2166136261, prime 16777619) of bytes
+ *                                [0, 144) (version 2; 0 in version 1 files). Not a CRC32C: one
+ *                                stored right after the bytes it covers would make header_crc
+ *                                over both a constant (the CRC residue), checking nothing.
+ *   148 3944 zero
  *  4092   4  header_crc         CRC32C of bytes [0, 4092)
  * Every offset must equal the one computed from the shape and capacity; anything else is
- * rejected, so a header cannot point a reader outside the layout.
+ * rejected, so a header cannot point a reader outside the layout. Version 1 files (no
+ * head_crc) are read; every header written is version 2.
  *
  * Durability protocol (sync): write new full data blocks and their checksums' pages, then the
  * tags, fdatasync; write the partial last block of every (layer, head) into the tail region of
@@ -57,17 +62,39 @@
  * any point leaves the previous slot and its tail region intact. Full data blocks are written
  * once when they fill and never rewritten while committed (truncate syncs a header first).
  * Readers trust positions < n_tokens only: full blocks are checked against their checksum on
- * every read from disk, the tail region and tags once at open. */
+ * every read from disk, the tail region and tags once at open.
+ *
+ * What a reader can tell apart. The two slots always hold consecutive generations (create
+ * writes 1 and 2, every sync the next). Every field a sync changes (generation, n_tokens,
+ * tail_crc, tags_crc, head_check) lies in the first 512-byte sector of its slot, header_crc in
+ * the last; the sectors between are zero in every header. Writes are assumed atomic per
+ * 512-byte sector, not per 4096-byte slot, so an interrupted header write leaves a slot whose
+ * sectors each come whole from the old or the new header: sector 0 passes head_check, the
+ * reserved bytes are zero, the layout equals the other slot's, and header_crc fails. If its
+ * generation is the other slot's + 1, it is the sync that never returned (nothing it covered
+ * was ever reported durable): the other slot is current. If it is the other's - 1, it is the
+ * old header half overwritten: the other slot is current too. Both are used without asking.
+ * Anything else that fails its checks is damage, and damage to the slot that may be the newer
+ * is never resolved silently by falling back (that fallback's next sync would overwrite the
+ * newer state): the store refuses to open for writing and says what each slot holds. A single
+ * flipped bit is located (CRC32C corrects one-bit errors in a 4096-byte slot uniquely), so the
+ * damaged slot's generation and n_tokens are known exactly; a repaired header is used only
+ * with recover, and only if its tail region and tags pass their checksums (else recover goes
+ * back to the older slot). Damage to a slot known to be the older one is reported and the
+ * newer is used (the next sync rewrites it). Indistinguishable and treated as damage:
+ * multi-bit damage that leaves sector 0 self-consistent (it would need head_check to match by
+ * chance), and any damage to a version 1 header (no head_check) beyond one bit. */
 #ifndef SL_STORAGE_KV_FORMAT_H
 #define SL_STORAGE_KV_FORMAT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "spotlight/kv-store.h"
 
 #define SL_KV_FORMAT_MAGIC "SLKVSTOR"
-#define SL_KV_FORMAT_VERSION 1u
+#define SL_KV_FORMAT_VERSION 2u /* written; 1 and 2 are read */
 #define SL_KV_ALIGN 4096u
 #define SL_KV_HEADER_BYTES 4096u
 #define SL_KV_MAX_CAPACITY (INT64_C(1) << 40)
@@ -110,6 +137,9 @@ int64_t sl_kv_layout_block_offset(const struct sl_kv_layout *l, int32_t layer, i
 int64_t sl_kv_layout_block_index(const struct sl_kv_layout *l, int32_t layer, int64_t block,
                                  int32_t head);
 
+/* FNV-1a 32-bit of n bytes: a header's head_check over [0, 144). */
+uint32_t sl_kv_head_check(const uint8_t *p, size_t n);
+
 /* Writes a header slot (slot 0 or 1 selects tail_off). */
 void sl_kv_header_encode(const struct sl_kv_header *h, int slot, uint8_t out[SL_KV_HEADER_BYTES]);
 
@@ -117,11 +147,25 @@ void sl_kv_header_encode(const struct sl_kv_header *h, int slot, uint8_t out[SL_
  * SL_EFORMAT (fields out of range or offsets not the computed ones), each with a detail. */
 int sl_kv_header_decode(const uint8_t in[SL_KV_HEADER_BYTES], int slot, struct sl_kv_header *out);
 
-/* Picks the current header from both slots (2 * 4096 bytes): the valid one with the higher
- * generation; *slot receives 0 or 1. Both invalid: the error of slot 0 (or SL_EBADMAGIC when
- * neither carries the magic). A valid slot with a damaged partner is logged as a warning:
- * it means an interrupted sync, and the older state is the one to trust. */
-int sl_kv_header_pick(const uint8_t in[2 * SL_KV_HEADER_BYTES], struct sl_kv_header *out,
-                      int *slot);
+/* Picks the header to use from both slots (2 * 4096 bytes), by the rules above. */
+enum {
+    SL_KV_PICK_RECOVER = 1,   /* damage to the newer slot: use its one-bit repair (fallback: the
+                                 older slot), or the older slot; the caller may then overwrite */
+    SL_KV_PICK_READ_ONLY = 2, /* damage to the newer slot: use the older one, said in a warning */
+};
+struct sl_kv_pick {
+    struct sl_kv_header h; /* the header to use */
+    int slot;              /* its slot: the next sync writes the other one */
+    bool repaired;         /* h is a one-bit repair of a damaged slot (RECOVER only) */
+    bool has_fallback;     /* RECOVER: the older state to use when h's tail or tags fail
+                              (the next sync then overwrites h's slot) */
+    struct sl_kv_header fb;
+    int fb_slot;
+};
+/* 0; or SL_ECORRUPT with a detail naming both slots' generations and positions (where
+ * readable) when the newer state is damaged and no flag allows going on; SL_EBADMAGIC when
+ * neither slot carries the magic; else the error of the slot that cannot be read. */
+int sl_kv_header_pick(const uint8_t in[2 * SL_KV_HEADER_BYTES], unsigned flags,
+                      struct sl_kv_pick *out);
 
 #endif

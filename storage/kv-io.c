@@ -98,14 +98,21 @@ int sl_kv_io_open(const char *path, int flags, const struct sl_kv_io_params *p,
     io->depth = p->queue_depth;
     io->fault = p->fault;
 
+    /* O_NONBLOCK and fstat before any use: a FIFO or device at the path is refused rather
+     * than waited on or written to. */
     int fd;
     do {
-        fd = open(path, (flags & ~O_DIRECT) | O_CLOEXEC, 0644);
+        fd = open(path, (flags & ~O_DIRECT) | O_CLOEXEC | O_NONBLOCK | O_NOCTTY, 0644);
     } while (fd < 0 && errno == EINTR);
-    if (fd < 0) {
-        int err = -errno;
+    struct stat st;
+    int err = fd < 0 ? -errno : fstat(fd, &st) != 0 ? -errno : 0;
+    if (!err && !S_ISREG(st.st_mode)) err = SL_EINVAL;
+    if (!err && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) err = -errno;
+    if (err) {
+        if (fd >= 0) close(fd);
         free(io->path);
         free(io);
+        if (err == SL_EINVAL) return sl_fail(err, "'%s' is not a regular file", path);
         return sl_fail(err, "cannot open '%s': %s", path, strerror(-err));
     }
     io->fd = fd;
@@ -141,6 +148,14 @@ void sl_kv_io_close(struct sl_kv_io *io) {
     close(io->fd);
     free(io->path);
     free(io);
+}
+
+int sl_kv_io_set_path(struct sl_kv_io *io, const char *path) {
+    char *p = strdup(path);
+    if (!p) return sl_fail(SL_ENOMEM, "out of memory");
+    free(io->path);
+    io->path = p;
+    return 0;
 }
 
 bool sl_kv_io_is_direct(const struct sl_kv_io *io) { return io && io->direct; }

@@ -26,11 +26,14 @@ struct sl_kv_io_params {
     struct sl_kv_io_fault *fault; /* NULL in production */
 };
 
-/* flags: O_RDWR plus O_CREAT|O_EXCL|O_TRUNC as wanted (O_DIRECT is added by the layer).
+/* flags: O_RDWR (or O_RDONLY) plus O_CREAT|O_EXCL|O_NOFOLLOW as wanted (O_DIRECT is added by
+ * the layer). Anything but a regular file is refused (SL_EINVAL) without blocking on it.
  * Counts as one SL_KV_IO_OPEN. */
 int sl_kv_io_open(const char *path, int flags, const struct sl_kv_io_params *p,
                   struct sl_kv_io **out);
 void sl_kv_io_close(struct sl_kv_io *io); /* NULL is a no-op; waits for reads in flight */
+/* The name error details use, after the file was renamed. 0 or SL_ENOMEM. */
+int sl_kv_io_set_path(struct sl_kv_io *io, const char *path);
 
 bool sl_kv_io_is_direct(const struct sl_kv_io *io);
 bool sl_kv_io_uses_uring(const struct sl_kv_io *io);

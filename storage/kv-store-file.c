@@ -101,6 +101,8 @@ static int open_io(struct sl_kv_store *s, const char *path, int flags) {
 void sl_kv_file_free(struct sl_kv_store *s) {
     sl_kv_io_close(s->io);
     s->io = NULL;
+    sl_kv_path_unlock(s->path, s->lock_fd);
+    s->lock_fd = -1;
     sl_block_cache_free(&s->cache);
     free(s->slot_done);
     s->slot_done = NULL;
@@ -255,19 +257,29 @@ static int rename_into_place(const char *tmp, const char *path, bool overwrite) 
     return 0;
 }
 
+/* Checks and the lock every writer takes before any work: the name fits, the folder exists
+ * (made if missing), no other writer, no stale temporaries. */
+static int writer_prologue(struct sl_kv_store *s, bool make_parent) {
+    int err = sl_kv_path_check_name(s->path);
+    if (!err && make_parent) err = sl_kv_path_make_parent(s->path);
+    if (!err) err = sl_kv_path_lock(s->path, true, &s->lock_fd);
+    if (!err) sl_kv_path_remove_stale(s->path);
+    return err;
+}
+
 int sl_kv_file_create(struct sl_kv_store *s) {
     const struct sl_kv_layout *l = &s->layout;
-    if (!s->params.overwrite && access(s->path, F_OK) == 0)
-        return sl_fail(-EEXIST, "KV store %s already exists (reopen it, or allow overwrite)",
-                       s->path);
-    int err = plan_and_alloc(s);
-    if (err) return err;
-    size_t tmp_len = strlen(s->path) + 32;
-    char *tmp = malloc(tmp_len);
+    int err = writer_prologue(s, true);
+    int there = err ? 0 : sl_kv_path_existing(s->path, s->params.overwrite);
+    if (err || (err = there < 0 ? there : 0)) return err;
+    if ((err = plan_and_alloc(s))) return err;
+    char *tmp = sl_kv_path_partial(s->path, (long)getpid());
     if (!tmp) return sl_fail(SL_ENOMEM, "out of memory");
-    snprintf(tmp, tmp_len, "%s.partial-%d", s->path, (int)getpid());
 
-    err = open_io(s, tmp, O_RDWR | O_CREAT | O_TRUNC);
+    /* O_EXCL|O_NOFOLLOW: a name planted here (a symlink to a file of the user's) fails the
+     * create instead of being followed; the prologue already removed our PID's stale one */
+    err = open_io(s, tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW);
+    bool made = !err;
     if (!err) err = sl_kv_io_resize(s->io, (uint64_t)l->file_size);
     /* Two valid slots from the start, so a torn first sync still leaves one to fall back on. */
     uint32_t zero_tail = crc_of_zeros(l->tail_bytes);
@@ -275,23 +287,23 @@ int sl_kv_file_create(struct sl_kv_store *s) {
     if (!err) err = write_header(s, 1, 2, zero_tail);
     if (!err) err = sl_kv_io_datasync(s->io);
     if (!err) {
-        err = rename_into_place(tmp, s->path, s->params.overwrite);
-        if (err) sl_fail(err, "cannot move the new KV store into place at %s", s->path);
+        err = rename_into_place(tmp, s->path, there == 1);
+        if (err) sl_fail(err, "cannot move %s into place at %s: %s", tmp, s->path, strerror(-err));
     }
+    if (!err) made = false; /* renamed: nothing at tmp any more */
+    if (!err) err = sl_kv_io_set_path(s->io, s->path);
+    if (!err && (err = sl_fsync_parent_dir(s->path)))
+        sl_fail(err, "the new store may not survive a crash: %s", sl_error_detail());
     if (err) {
-        const char *why = sl_error_detail();
         char detail[512];
-        snprintf(detail, sizeof detail, "%s", why);
+        snprintf(detail, sizeof detail, "%s", sl_error_detail());
         sl_kv_io_close(s->io);
         s->io = NULL;
-        unlink(tmp);
+        if (made) unlink(tmp);
         free(tmp);
         return sl_fail(err, "cannot create KV store %s: %s", s->path, detail);
     }
     free(tmp);
-    if (sl_fsync_parent_dir(s->path) != 0)
-        sl_log(SL_LOG_WARN, "could not sync the directory of %s; its creation may not survive a "
-               "crash", s->path);
     s->generation = 2;
     s->slot = 1;
     return 0;
@@ -340,35 +352,55 @@ static int load_state(struct sl_kv_store *s, const struct sl_kv_header *h) {
 }
 
 int sl_kv_file_open(struct sl_kv_store *s, const struct sl_kv_shape *expect) {
+    const bool ro = s->params.read_only;
+    int err = ro ? sl_kv_path_lock(s->path, false, &s->lock_fd) : writer_prologue(s, false);
+    if (err) return err;
+    const int flags = ro ? O_RDONLY : O_RDWR;
     struct sl_kv_io_params p = io_params(s);
-    int err = sl_kv_io_open(s->path, O_RDWR, &p, &s->io);
+    err = sl_kv_io_open(s->path, flags, &p, &s->io);
     if (err) return sl_fail(err, "cannot open KV store %s: %s", s->path, sl_error_detail());
     uint8_t *hdr = aligned_alloc(SL_KV_ALIGN, 2 * SL_KV_HEADER_BYTES);
     if (!hdr) return sl_fail(SL_ENOMEM, "out of memory");
     err = sl_kv_io_pread_all(s->io, hdr, 2 * SL_KV_HEADER_BYTES, 0);
     if (err == SL_ETRUNCATED)
         err = sl_fail(SL_EBADMAGIC, "%s is too short to be a KV store", s->path);
-    struct sl_kv_header h;
-    if (!err) err = sl_kv_header_pick(hdr, &h, &s->slot);
+    struct sl_kv_pick pk;
+    unsigned pick_flags = (s->params.recover ? SL_KV_PICK_RECOVER : 0) | (ro ? SL_KV_PICK_READ_ONLY : 0);
+    if (!err) err = sl_kv_header_pick(hdr, pick_flags, &pk);
     free(hdr);
     if (err) return sl_fail(err, "KV store %s: %s", s->path, sl_error_detail());
-    if (expect && (err = check_shape(expect, &h.layout.shape, s->path))) return err;
-    if (memcmp(h.fingerprint, s->fingerprint, 32) != 0)
+    const struct sl_kv_header *h = &pk.h;
+    if (expect && (err = check_shape(expect, &h->layout.shape, s->path))) return err;
+    if (memcmp(h->fingerprint, s->fingerprint, 32) != 0)
         return sl_fail(SL_EMISMATCH, "KV store %s was made for a different model (fingerprint "
                        "differs)", s->path);
     /* The ring was sized before the layout was known; reopen it now that the cache exists. */
     sl_kv_io_close(s->io);
     s->io = NULL;
-    s->layout = h.layout;
-    s->params.capacity = h.layout.capacity;
+    s->layout = h->layout;
+    s->params.capacity = h->layout.capacity;
     if ((err = sl_kv_alloc_common(s)) || (err = plan_and_alloc(s))) return err;
-    if ((err = open_io(s, s->path, O_RDWR))) return err;
-    if ((err = load_state(s, &h))) return err;
-    s->n_tokens = h.n_tokens;
-    s->tags_crc = h.tags_crc;
-    s->tags_synced = h.n_tokens;
-    s->win_first = h.n_tokens / h.layout.shape.block_tokens;
-    s->generation = h.generation;
+    if ((err = open_io(s, s->path, flags))) return err;
+    s->slot = pk.slot;
+    err = load_state(s, h);
+    if (err == SL_ECORRUPT && pk.has_fallback) { /* recover: the newer state's data is damaged */
+        sl_log(SL_LOG_WARN, "KV store %s: generation %llu fails its checks (%s); recovering header "
+               "slot %d (generation %llu, %lld positions)", s->path, (unsigned long long)h->generation,
+               sl_error_detail(),
+               pk.fb_slot, (unsigned long long)pk.fb.generation, (long long)pk.fb.n_tokens);
+        h = &pk.fb;
+        s->slot = pk.fb_slot;
+        err = load_state(s, h);
+    }
+    if (err) return err;
+    s->n_tokens = h->n_tokens;
+    s->tags_crc = h->tags_crc;
+    s->tags_synced = h->n_tokens;
+    s->win_first = h->n_tokens / h->layout.shape.block_tokens;
+    s->generation = h->generation;
+    /* recover: the first sync (at the latest, close) rewrites the other slot, so both slots
+     * are valid again whichever was damaged */
+    s->stale = s->params.recover && !ro;
     return 0;
 }
 

@@ -79,6 +79,7 @@ struct sl_kv_store {
     uint64_t generation;
     int slot;             /* current header slot */
     bool stale;           /* committed state differs from the current header */
+    int lock_fd;          /* PATH.lock, held (exclusive, or shared when read-only); -1: none */
     struct sl_block_cache cache;
     int32_t *slot_done;   /* (n_slots) bytes read so far into a LOADING slot */
 
@@ -138,6 +139,25 @@ int sl_kv_file_verify(const struct sl_kv_store *s, int64_t key, const uint8_t *d
 /* The window copy of block (layer, block, head) when block lies in the window, else NULL. */
 const uint8_t *sl_kv_file_window_block(const struct sl_kv_store *s, int32_t layer, int64_t block,
                                        int32_t head);
+
+/* names around the store file (kv-store-path.c) */
+/* The store's name leaves room for its suffixes under NAME_MAX; not a folder name. */
+int sl_kv_path_check_name(const char *path);
+/* mkdir -p of the folder holding path. */
+int sl_kv_path_make_parent(const char *path);
+/* Locks PATH.lock (created if missing): exclusive for a writer (records this PID), shared for
+ * a reader. -EBUSY with a detail naming the holder when another has it. */
+int sl_kv_path_lock(const char *path, bool exclusive, int *fd);
+/* Releases it; the last holder removes PATH.lock. fd -1: no-op. */
+void sl_kv_path_unlock(const char *path, int fd);
+/* "PATH.partial-PID", malloc'd. */
+char *sl_kv_path_partial(const char *path, long pid);
+/* Removes PATH.partial-PID files of processes that no longer run (call with the lock held). */
+void sl_kv_path_remove_stale(const char *path);
+/* Whether create may put a store at path: 0 when nothing is there, 1 when what is there may be
+ * replaced (an empty file, or a store with overwrite); a non-regular file or one that is not a store: refused always;
+ * -EEXIST otherwise. Never blocks on a FIFO or device. */
+int sl_kv_path_existing(const char *path, bool overwrite);
 
 /* gathers */
 int sl_kv_gather_init(struct sl_kv_store *s);

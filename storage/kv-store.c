@@ -53,6 +53,7 @@ static int store_new(const struct sl_kv_store_params *p, struct sl_kv_store **ou
     s->params.path = NULL;
     s->tier = p->tier;
     s->numa_node = -1;
+    s->lock_fd = -1;
     if (p->path && !(s->path = strdup(p->path))) {
         free(s);
         return sl_fail(SL_ENOMEM, "cannot allocate the KV store path");
@@ -107,6 +108,7 @@ int sl_kv_store_create(const struct sl_kv_shape *shape, const struct sl_kv_store
     *out = NULL;
     int err = check_params(params);
     if (err) return err;
+    if (params->read_only) return sl_fail(SL_EINVAL, "a KV store cannot be created read-only");
     struct sl_kv_layout layout;
     if ((err = sl_kv_layout_compute(shape, params->capacity, &layout))) return err;
     struct sl_kv_store *s;
@@ -148,7 +150,7 @@ int sl_kv_store_close(sl_kv_store_t s) {
     if (!s->open) return sl_fail(SL_ECLOSED, "KV store already closed");
     sl_kv_gather_drain(s);
     int err = 0;
-    if (s->tier == SL_KV_TIER_FILE) {
+    if (s->tier == SL_KV_TIER_FILE && !s->params.read_only) {
         memset(s->pending, 0, sizeof *s->pending * (size_t)s->layout.shape.n_layer);
         err = sl_kv_file_sync(s);
     }
@@ -167,6 +169,12 @@ void sl_kv_store_free(sl_kv_store_t s) {
         if (!(s)) return sl_fail(SL_EINVAL, "no KV store");                                 \
         if (!(s)->open) return sl_fail(SL_ECLOSED, "KV store is closed");                   \
     } while (0)
+#define CHECK_WRITABLE(s, what)                                                             \
+    do {                                                                                    \
+        CHECK_OPEN(s);                                                                      \
+        if ((s)->params.read_only)                                                          \
+            return sl_fail(SL_EINVAL, "%s: KV store %s is open read-only", what, (s)->path); \
+    } while (0)
 
 void sl_kv_store_shape(sl_kv_store_t s, struct sl_kv_shape *out) { *out = s->layout.shape; }
 
@@ -175,7 +183,7 @@ int64_t sl_kv_store_n_tokens(sl_kv_store_t s) { return s->n_tokens; }
 int64_t sl_kv_store_capacity(sl_kv_store_t s) { return s->layout.capacity; }
 
 int sl_kv_store_append(sl_kv_store_t s, int32_t layer, int64_t n, const void *k, const void *v) {
-    CHECK_OPEN(s);
+    CHECK_WRITABLE(s, "append");
     if (layer < 0 || layer >= s->layout.shape.n_layer)
         return sl_fail(SL_EINVAL, "append: layer %d outside 0..%d", layer,
                        s->layout.shape.n_layer - 1);
@@ -213,7 +221,7 @@ int sl_kv_store_append(sl_kv_store_t s, int32_t layer, int64_t n, const void *k,
 }
 
 int sl_kv_store_commit(sl_kv_store_t s, int64_t n, const uint32_t *tags) {
-    CHECK_OPEN(s);
+    CHECK_WRITABLE(s, "commit");
     if (n < 0) return sl_fail(SL_EINVAL, "commit: negative count");
     for (int32_t l = 0; l < s->layout.shape.n_layer; l++)
         if (s->pending[l] < n)
@@ -242,7 +250,7 @@ int sl_kv_store_discard(sl_kv_store_t s) {
 }
 
 int sl_kv_store_truncate(sl_kv_store_t s, int64_t n) {
-    CHECK_OPEN(s);
+    CHECK_WRITABLE(s, "truncate");
     if (n < 0 || n > s->n_tokens)
         return sl_fail(SL_EBOUNDS, "truncate to %lld: the store holds %lld positions",
                        (long long)n, (long long)s->n_tokens);
@@ -256,7 +264,7 @@ int sl_kv_store_truncate(sl_kv_store_t s, int64_t n) {
 }
 
 int sl_kv_store_sync(sl_kv_store_t s) {
-    CHECK_OPEN(s);
+    CHECK_WRITABLE(s, "sync");
     for (int32_t l = 0; l < s->layout.shape.n_layer; l++)
         if (s->pending[l])
             return sl_fail(SL_EINVAL, "sync: layer %d has %lld uncommitted positions", l,

@@ -209,6 +209,13 @@ void kvt_put32(uint8_t *p, uint32_t v) {
 
 int kvt_read_slots(const char *path, uint8_t out[8192]) { return kvt_read_at(path, 0, out, 8192); }
 
+uint32_t kvt_fnv1a(const void *data, size_t n) {
+    const uint8_t *p = data;
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 16777619u;
+    return h;
+}
+
 bool kvt_slot_valid(const uint8_t *h) {
     return memcmp(h, "SLKVSTOR", 8) == 0 && kvt_crc32c(0, h, 4092) == kvt_le32(h + 4092);
 }

@@ -56,6 +56,7 @@ int kvt_copy_file(const char *src, const char *dst);                          /*
 
 /* ---- the format as documented --------------------------------------------------------------- */
 uint32_t kvt_crc32c(uint32_t crc, const void *data, size_t n); /* bitwise, 0 to start */
+uint32_t kvt_fnv1a(const void *data, size_t n);                /* FNV-1a 32-bit: head_check */
 
 struct kvt_layout {
     int64_t n_blocks, row_bytes, block_bytes, block_stride, tail_bytes;

@@ -192,4 +192,46 @@ else
   bad "ram store + resume: $(tail -1 "$tmp/err")"
 fi
 
+# KV store ownership and damage: nothing but a store is replaced, one writer at a time, a
+# damaged newest header is refused until --recover, an empty store is not resumed
+gen_kv() { "$bin" generate --attn simhash -c 512 "$@"; }
+echo "keep me" >"$tmp/notes.txt"
+expect_error "store over a text file" 1 "is not a KV store" -- gen_kv -p hi -n 0 --kv "file:$tmp/notes.txt" --kv-overwrite
+[ "$(cat "$tmp/notes.txt")" = "keep me" ] && ok || bad "the text file was changed"
+expect_error "store over a device" 1 "not a regular file" -- gen_kv -p hi -n 0 --kv "file:/dev/null" --kv-overwrite
+[ -c /dev/null ] && ok || bad "/dev/null is no longer a device"
+mkfifo "$tmp/fifo"
+expect_error "resume a FIFO" 1 "not a regular file" -- timeout 20 "$bin" generate --attn simhash -c 512 -p hi -n 0 --kv "file:$tmp/fifo" --resume
+if gen_kv -p "The lighthouse keeper climbed the stairs and" -n 0 --kv "file:$tmp/kvs/deep/own.slkv" 2>"$tmp/err"; then
+  ok
+  expect_error "store exists" 1 "already exists .*--kv-overwrite" -- gen_kv -p hi -n 0 --kv "file:$tmp/kvs/deep/own.slkv"
+  gen_kv -p "Again" -n 0 --kv "file:$tmp/kvs/deep/own.slkv" --kv-overwrite 2>"$tmp/err" && ok || bad "--kv-overwrite: $(tail -1 "$tmp/err")"
+  expect_error "overwrite with resume" 1 "--kv-overwrite needs" -- gen_kv -p hi -n 0 --kv "file:$tmp/kvs/deep/own.slkv" --kv-overwrite --resume
+  expect_error "recover without resume" 1 "--recover needs --resume" -- gen_kv -p hi -n 0 --kv "file:$tmp/kvs/deep/own.slkv" --recover
+  # a second writer while one ingests: the holder's PID in one line
+  python3 -c "print('The sea was calm. ' * 700)" >"$tmp/longer.txt"
+  "$bin" generate --attn simhash -f "$tmp/longer.txt" -n 0 -c 8192 --kv "file:$tmp/busy.slkv" 2>/dev/null &
+  holder=$!
+  for _ in $(seq 100); do [ -s "$tmp/busy.slkv.lock" ] && break; sleep 0.1; done
+  expect_error "second writer" 1 "in use by process $holder" -- gen_kv -p hi -n 0 -c 8192 --kv "file:$tmp/busy.slkv" --resume
+  kill -9 $holder 2>/dev/null; wait $holder 2>/dev/null
+  # damage: one bit of the newest header's token count
+  python3 - "$tmp/kvs/deep/own.slkv" <<'PY'
+import struct, sys
+f = open(sys.argv[1], "r+b"); h = f.read(8192)
+gen = [struct.unpack_from("<Q", h, 4096 * i + 48)[0] for i in (0, 1)]
+cur = 0 if gen[0] > gen[1] else 1
+f.seek(4096 * cur + 56); b = f.read(1); f.seek(4096 * cur + 56); f.write(bytes([b[0] ^ 1])); f.close()
+PY
+  expect_error "damaged header refused" 1 "is damaged and may hold a newer state .*--recover" -- \
+    gen_kv -p " Then" -n 0 --kv "file:$tmp/kvs/deep/own.slkv" --resume
+  gen_kv -p " Then" -n 0 --kv "file:$tmp/kvs/deep/own.slkv" --resume --recover 2>"$tmp/err" &&
+    grep -q "resuming after [1-9][0-9]* stored tokens" "$tmp/err" && ok || bad "--recover: $(cat "$tmp/err")"
+  ls "$tmp/kvs/deep" | grep -Eq 'partial|lock' && bad "temporaries or lock files left: $(ls "$tmp/kvs/deep")" || ok
+else
+  bad "store in a new folder: $(tail -1 "$tmp/err")"
+fi
+long=$(printf 'n%.0s' $(seq 240))
+expect_error "store name too long" 1 "too long.*$long" -- gen_kv -p hi -n 0 --kv "file:$tmp/$long"
+
 finish cli

@@ -210,6 +210,7 @@ static sl_context *open_ctx(const char *path, int64_t keep, struct sl_attn_stats
     struct sl_context_params p = sl_context_default_params();
     p.n_ctx = 512, p.n_batch = 64, p.n_threads = 2, p.kv_path = path;
     p.kv_resume = keep >= 0, p.kv_resume_keep = keep > 0 ? keep : 0;
+    p.kv_overwrite = keep < 0; /* a fresh store replaces the one before */
     struct sl_attn_params a = sl_attn_default_params(SL_ATTN_SIMHASH);
     a.budget = 0.05f, a.min_tokens = 8, a.dense_layers = 1;
     sl_context *c = NULL;

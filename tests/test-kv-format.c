@@ -59,7 +59,11 @@ static void sample_header(struct sl_kv_header *h, uint64_t gen, int64_t n) {
     memcpy(h->fingerprint, kvt_fingerprint, 32);
 }
 
-static void fix_crc(uint8_t *b) { kvt_put32(b + 4092, kvt_crc32c(0, b, 4092)); }
+/* Both checks of a slot after an edit: head_check over [0, 144), header_crc over [0, 4092). */
+static void fix_crc(uint8_t *b) {
+    kvt_put32(b + 144, kvt_fnv1a(b, 144));
+    kvt_put32(b + 4092, kvt_crc32c(0, b, 4092));
+}
 
 Test(kv_format, header_encode_decode) {
     struct sl_kv_header h, d;
@@ -82,9 +86,9 @@ Test(kv_format, header_encode_decode) {
     cr_assert_eq(sl_kv_header_decode(b[0], 1, &d), SL_EFORMAT, "slot 0 bytes accepted as slot 1");
     uint8_t x[4096];
     struct { int off; uint32_t v; int want; } cases[] = {
-        {0, 0x4b4c5358, SL_EBADMAGIC}, {8, 2, SL_EVERSION}, {8, 0, SL_EVERSION},
+        {0, 0x4b4c5358, SL_EBADMAGIC}, {8, 3, SL_EVERSION}, {8, 0, SL_EVERSION},
         {12, 4095, SL_EFORMAT}, {32, 12, SL_EFORMAT}, {36, 8192, SL_EFORMAT},
-        {28, 3, SL_EFORMAT}, {16, 0, SL_EFORMAT}, {144, 1, SL_EFORMAT},
+        {28, 3, SL_EFORMAT}, {16, 0, SL_EFORMAT}, {148, 1, SL_EFORMAT},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         memcpy(x, b[0], 4096);
@@ -92,7 +96,7 @@ Test(kv_format, header_encode_decode) {
         fix_crc(x);
         sl_error_clear();
         int rc = sl_kv_header_decode(x, 0, &d);
-        if (cases[i].off == 144) { /* the zero area: rejected or ignored, never a crash */
+        if (cases[i].off == 148) { /* the zero area: rejected or ignored, never a crash */
             cr_assert(rc == 0 || rc == SL_EFORMAT);
             continue;
         }
@@ -104,6 +108,14 @@ Test(kv_format, header_encode_decode) {
     cr_assert_eq(sl_kv_header_decode(x, 0, &d), SL_ECORRUPT);
 }
 
+static int pick(const uint8_t *two, unsigned flags, struct sl_kv_header *d, int *slot) {
+    struct sl_kv_pick pk;
+    int rc = sl_kv_header_pick(two, flags, &pk);
+    *d = pk.h;
+    *slot = pk.slot;
+    return rc;
+}
+
 Test(kv_format, header_pick) {
     static uint8_t two[8192], bad[4096];
     struct sl_kv_header h, d;
@@ -112,23 +124,60 @@ Test(kv_format, header_pick) {
     sl_kv_header_encode(&h, 0, two);
     sample_header(&h, 6, 20);
     sl_kv_header_encode(&h, 1, two + 4096);
-    cr_assert_eq(sl_kv_header_pick(two, &d, &slot), 0);
+    cr_assert_eq(pick(two, 0, &d, &slot), 0);
     cr_assert(slot == 1 && d.n_tokens == 20 && d.generation == 6);
-    two[4096 + 70] ^= 4; /* damage the newer */
-    cr_assert_eq(sl_kv_header_pick(two, &d, &slot), 0);
+    two[4096 + 70] ^= 4; /* damage the newer: refused, read-only reads the older, recover repairs */
+    cr_assert_eq(pick(two, 0, &d, &slot), SL_ECORRUPT);
+    cr_assert(strstr(sl_error_detail(), "generation 6, 20 positions") && strstr(sl_error_detail(), "generation 5, 10"),
+              "%s", sl_error_detail());
+    cr_assert_eq(pick(two, SL_KV_PICK_READ_ONLY, &d, &slot), 0);
     cr_assert(slot == 0 && d.n_tokens == 10);
-    two[70] ^= 4;
-    cr_assert_eq(sl_kv_header_pick(two, &d, &slot), SL_ECORRUPT);
+    struct sl_kv_pick pk;
+    cr_assert_eq(sl_kv_header_pick(two, SL_KV_PICK_RECOVER, &pk), 0);
+    cr_assert(pk.slot == 1 && pk.repaired && pk.h.n_tokens == 20 && pk.has_fallback && pk.fb.n_tokens == 10);
+    two[70] ^= 4; /* both damaged */
+    cr_assert_eq(pick(two, 0, &d, &slot), SL_ECORRUPT);
     memset(two, 0, sizeof two);
-    cr_assert_eq(sl_kv_header_pick(two, &d, &slot), SL_EBADMAGIC);
+    cr_assert_eq(pick(two, 0, &d, &slot), SL_EBADMAGIC);
     sample_header(&h, 9, 0);
-    sl_kv_header_encode(&h, 1, two + 4096); /* slot 0 empty, as after a first create */
-    cr_assert_eq(sl_kv_header_pick(two, &d, &slot), 0);
+    sl_kv_header_encode(&h, 1, two + 4096); /* slot 0 zero: never written by create, so damage */
+    cr_assert_eq(pick(two, 0, &d, &slot), SL_ECORRUPT);
+    cr_assert_eq(pick(two, SL_KV_PICK_RECOVER, &d, &slot), 0);
     cr_assert_eq(slot, 1);
     sl_kv_header_encode(&h, 0, bad);
     kvt_put32(bad + 8, 3);
     fix_crc(bad);
     memcpy(two, bad, 4096);
     memset(two + 4096, 0, 4096);
-    cr_assert_eq(sl_kv_header_pick(two, &d, &slot), SL_EVERSION);
+    cr_assert_eq(pick(two, 0, &d, &slot), SL_EVERSION);
+}
+
+/* An interrupted header write (whole 512-byte sectors of the old and the new header) is told
+ * apart from damage and resolved to the slot that completed, without recover. */
+Test(kv_format, torn_header_write) {
+    static uint8_t two[8192], old1[4096], new1[4096];
+    struct sl_kv_header h, d;
+    int slot = -1;
+    sample_header(&h, 6, 20);
+    sl_kv_header_encode(&h, 0, two); /* current: generation 6 */
+    sample_header(&h, 5, 10);
+    sl_kv_header_encode(&h, 1, old1); /* slot 1 held 5, a sync writes 7 over it */
+    sample_header(&h, 7, 30);
+    sl_kv_header_encode(&h, 1, new1);
+    for (int first_new = 0; first_new < 2; first_new++) {
+        memcpy(two + 4096, first_new ? new1 : old1, 4096);
+        memcpy(two + 4096 + 3584, first_new ? old1 + 3584 : new1 + 3584, 512); /* the CRC sector */
+        cr_assert_eq(pick(two, 0, &d, &slot), 0, "torn (%s first sector): %s", first_new ? "new" : "old",
+                     sl_error_detail());
+        cr_assert(slot == 0 && d.generation == 6 && d.n_tokens == 20, "torn (%s first sector): slot %d gen %llu n %lld",
+                  first_new ? "new" : "old", slot, (unsigned long long)d.generation, (long long)d.n_tokens);
+    }
+    /* the same bytes with a reserved byte set, or two bits of sector 0 flipped: damage */
+    memcpy(two + 4096, new1, 4096);
+    memcpy(two + 4096 + 3584, old1 + 3584, 512);
+    two[4096 + 1000] = 1;
+    cr_assert_eq(pick(two, 0, &d, &slot), SL_ECORRUPT);
+    two[4096 + 1000] = 0;
+    two[4096 + 57] ^= 0x11;
+    cr_assert_eq(pick(two, 0, &d, &slot), SL_ECORRUPT);
 }

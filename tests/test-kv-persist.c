@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "spotlight/error.h"
 #include "spotlight/kv-store.h"
@@ -88,7 +89,11 @@ Test(kv_persist, create_refuses_existing_path, .timeout = 60) {
     fx_reopen(f, &SHAPE_A);
     OK(kvt_check_all(f->s, &f->r));
     p.path = other;
-    p.overwrite = true;
+    p.overwrite = true; /* replaces a store (or an empty file), never anything else */
+    FAILS(sl_kv_store_create(&SHAPE_B, &p, &s));
+    cr_assert(kvt_read_at(other, 0, buf, 11) == 0 && memcmp(buf, "not a store", 11) == 0,
+              "overwrite replaced a file that is not a store");
+    cr_assert_eq(truncate(other, 0), 0);
     OK(sl_kv_store_create(&SHAPE_B, &p, &s));
     cr_assert_eq(sl_kv_store_n_tokens(s), 0);
     sl_kv_store_free(s);
@@ -153,7 +158,7 @@ static void check_file_layout(struct fx *f) {
     cr_assert(slot >= 0, "no header slot with the magic and a valid CRC32C");
     const uint8_t *h = hs + 4096 * slot, *o = hs + 4096 * (1 - slot);
     if (kvt_slot_valid(o)) cr_assert_lt(kvt_le64(o + 48), kvt_le64(h + 48));
-    uint32_t want32[] = {1, 4096, (uint32_t)sh->n_layer, (uint32_t)sh->n_head_kv, (uint32_t)D,
+    uint32_t want32[] = {2, 4096, (uint32_t)sh->n_layer, (uint32_t)sh->n_head_kv, (uint32_t)D,
                          (uint32_t)sh->dtype, (uint32_t)T, (uint32_t)L.block_stride};
     for (int i = 0; i < 8; i++)
         cr_assert_eq(kvt_le32(h + 8 + 4 * i), want32[i], "u32 at %d is %u, documented %u",
@@ -166,7 +171,8 @@ static void check_file_layout(struct fx *f) {
                          40 + 8 * i, (long long)kvt_le64(h + 40 + 8 * i), (long long)want64[i]);
     cr_assert_geq(kvt_le64(h + 48), 1);
     cr_assert_arr_eq(h + 112, kvt_fingerprint, 32);
-    for (int i = 144; i < 4092; i++) cr_assert_eq(h[i], 0, "header byte %d not zero", i);
+    cr_assert_eq(kvt_le32(h + 144), kvt_fnv1a(h, 144), "head_check");
+    for (int i = 148; i < 4092; i++) cr_assert_eq(h[i], 0, "header byte %d not zero", i);
     /* tags */
     uint32_t *tags = malloc((size_t)n * 4 + 4);
     cr_assert_eq(kvt_read_at(f->path, L.tag_off, tags, (size_t)n * 4), 0);

@@ -11,7 +11,7 @@
 #include "tools/cli.h"
 
 enum { O_ATTN = ATTN_OPT_FIRST, O_BUDGET, O_MINTOK, O_SINKS, O_WINDOW, O_DENSE, O_BITS, O_HASH, O_SPREFILL, O_KV,
-       O_CACHE_MB, O_BLOCK, O_RESUME, O_RERANK, O_PREFETCH, O_GPU, O_VRAM, O_VRAM_CACHE };
+       O_CACHE_MB, O_BLOCK, O_RESUME, O_RERANK, O_PREFETCH, O_GPU, O_VRAM, O_VRAM_CACHE, O_KV_OVERWRITE, O_RECOVER };
 
 void attn_opts_init(struct attn_opts *a) {
     a->p = sl_attn_default_params(SL_ATTN_DENSE);
@@ -21,6 +21,8 @@ void attn_opts_init(struct attn_opts *a) {
     a->kv_ram_budget = 0;
     a->kv_resume = false;
     a->kv_resume_keep = 0;
+    a->kv_overwrite = false;
+    a->kv_recover = false;
     a->gpu = false;
     a->gpu_device = 0;
     a->vram_budget = 0;
@@ -33,6 +35,8 @@ void attn_opts_context(const struct attn_opts *a, struct sl_context_params *cp) 
     cp->kv_ram_budget = a->kv_ram_budget;
     cp->kv_resume = a->kv_resume;
     cp->kv_resume_keep = a->kv_resume_keep;
+    cp->kv_overwrite = a->kv_overwrite;
+    cp->kv_recover = a->kv_recover;
     cp->gpu = a->gpu;
     cp->gpu_device = a->gpu_device;
     cp->kv_device_cache = a->vram_cache;
@@ -50,7 +54,8 @@ void attn_opts_table(const struct option *base, int n_base, struct option *opts)
         {"cache-mb", required_argument, 0, O_CACHE_MB}, {"block", required_argument, 0, O_BLOCK},
         {"resume", optional_argument, 0, O_RESUME}, {"rerank", required_argument, 0, O_RERANK},
         {"prefetch", no_argument, 0, O_PREFETCH}, {"gpu", optional_argument, 0, O_GPU},
-        {"vram-mb", required_argument, 0, O_VRAM}, {"vram-cache-mb", required_argument, 0, O_VRAM_CACHE}};
+        {"vram-mb", required_argument, 0, O_VRAM}, {"vram-cache-mb", required_argument, 0, O_VRAM_CACHE},
+        {"kv-overwrite", no_argument, 0, O_KV_OVERWRITE}, {"recover", no_argument, 0, O_RECOVER}};
     for (int i = 0; i < ATTN_OPT_COUNT; i++) opts[n++] = mine[i];
     opts[n] = (struct option){0, 0, 0, 0};
 }
@@ -117,6 +122,8 @@ int attn_opts_parse(const char *cmd, int c, const char *arg, struct attn_opts *a
         a->kv_resume = true;
         return arg && cli_parse_i64(cmd, "--resume", arg, 1, INT64_MAX, &a->kv_resume_keep) ? 2 : 0;
     case O_PREFETCH: a->p.prefetch = true; return 0;
+    case O_KV_OVERWRITE: a->kv_overwrite = true; return 0;
+    case O_RECOVER: a->kv_recover = true; return 0;
     case O_GPU:
         a->gpu = true;
         if (arg && cli_parse_i64(cmd, "--gpu", arg, 0, 1023, &v)) return 2;
@@ -175,7 +182,15 @@ void attn_opts_usage(FILE *f) {
                "                          (for slow storage; off by default)\n"
                "      --resume[=N]        reopen the --kv store a previous run left and continue after its\n"
                "                          tokens (the prompt is appended, without BOS; same attention options);\n"
-               "                          =N: after its first N tokens, dropping the rest from the store\n"
+               "                          =N: after its first N tokens, dropping the rest from the store.\n"
+               "                          Each prefill chunk is durable when committed, decode tokens at\n"
+               "                          least once a second: a crashed run resumes from its last one\n"
+               "      --kv-overwrite      replace a store already at the --kv path (without it, or --resume,\n"
+               "                          an existing store is refused; nothing but a store or an empty file is\n"
+               "                          ever replaced)\n"
+               "      --recover           with --resume: a store whose newest header is damaged is refused;\n"
+               "                          this restores it (a one-bit repair that checks out) or goes back to\n"
+               "                          its previous commit point, overwriting the damaged state\n"
                "      --gpu[=N]           run on CUDA device N (default 0): weights in VRAM; dense keeps\n"
                "                          all K/V there, spotlight/simhash only the key codes (the K/V in\n"
                "                          pinned host memory, or the --kv file; decode fetches what it selects)\n"
@@ -188,6 +203,14 @@ void attn_opts_usage(FILE *f) {
 int attn_opts_apply(const char *cmd, struct attn_opts *a, sl_context *ctx, const char *model_path) {
     if (a->kv_resume && !a->kv_path) {
         fprintf(stderr, "spotlight %s: --resume needs --kv file:PATH or ram:PATH\n", cmd);
+        return -1;
+    }
+    if (a->kv_overwrite && (!a->kv_path || a->kv_resume)) {
+        fprintf(stderr, "spotlight %s: --kv-overwrite needs --kv file:PATH or ram:PATH, and no --resume\n", cmd);
+        return -1;
+    }
+    if (a->kv_recover && !a->kv_resume) {
+        fprintf(stderr, "spotlight %s: --recover needs --resume\n", cmd);
         return -1;
     }
     if (a->p.mode == SL_ATTN_DENSE && !a->kv_path) return 0;

@@ -2,7 +2,8 @@
  * perplexity, ...): parsing and applying them to a context.
  *   --attn dense|spotlight|simhash|topk-exact  --budget 2%|0.02  --min-tokens N  --sinks N
  *   --window N  --dense-layers N  --bits B  --hash FILE  --block N  --rerank R  --sparse-prefill
- *   --kv ram|ram:PATH|file:PATH  --cache-mb N  --resume  --prefetch   (where K/V live: context params, see context.h)
+ *   --kv ram|ram:PATH|file:PATH  --cache-mb N  --resume[=N]  --kv-overwrite  --recover  --prefetch
+ *                                                                 (where K/V live: context params, see context.h)
  *   --gpu[=N]  --vram-mb N  --vram-cache-mb N                     (the backend: context params; a memory plan) */
 #ifndef SL_TOOLS_ATTN_OPTS_H
 #define SL_TOOLS_ATTN_OPTS_H
@@ -14,7 +15,7 @@
 
 /* getopt_long codes of the options: ATTN_OPT_FIRST .. ATTN_OPT_FIRST + ATTN_OPT_COUNT - 1. */
 #define ATTN_OPT_FIRST 1000
-#define ATTN_OPT_COUNT 18
+#define ATTN_OPT_COUNT 20
 
 struct attn_opts {
     struct sl_attn_params p;
@@ -24,6 +25,8 @@ struct attn_opts {
     int64_t kv_ram_budget; /* --cache-mb, in bytes; 0: the store's default */
     bool kv_resume;        /* --resume */
     int64_t kv_resume_keep; /* --resume=N: N, else 0 (all) */
+    bool kv_overwrite;      /* --kv-overwrite: replace a store already at the path */
+    bool kv_recover;        /* --recover: with --resume, restore or roll back a damaged store */
     bool gpu;               /* --gpu[=N]: the CUDA backend on device gpu_device */
     int32_t gpu_device;
     int64_t vram_budget;    /* --vram-mb, in bytes; 0: no check */

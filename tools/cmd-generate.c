@@ -299,7 +299,7 @@ int cmd_generate(int argc, char **argv) {
                         " (raise -c)\n", n_stored, n_prompt, n_ctx);
         goto done;
     }
-    if (n_stored && !o.json) fprintf(stderr, "spotlight: resuming after %" PRId64 " stored tokens\n", n_stored);
+    if (o.attn.kv_resume) fprintf(stderr, "spotlight: resuming after %" PRId64 " stored tokens\n", n_stored);
     gen = malloc((size_t)(o.n_predict > 0 ? o.n_predict : 1) * sizeof *gen);
     if (!gen) {
         fprintf(stderr, "spotlight generate: out of memory\n");
@@ -373,6 +373,11 @@ int cmd_generate(int argc, char **argv) {
     st.device_bytes = sl_context_device_bytes(ctx);
     struct rusage ru;
     st.peak_rss = getrusage(RUSAGE_SELF, &ru) == 0 ? (int64_t)ru.ru_maxrss * 1024 : -1;
+    /* the store's last commit point: a failed final sync means tokens were not stored */
+    if ((rc = sl_context_close(ctx))) {
+        cli_report("KV store", rc);
+        goto done;
+    }
     int nb = sl_detok_flush(&dt, piece, sizeof piece);
     if (nb > 0 && strcmp(st.stop_reason, "stop string") != 0) gen_output_append(&out, piece, (size_t)nb);
     gen_output_finish(&out);

@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "spotlight/kv-store.h"
 #include "spotlight/model.h"
 
 #ifdef __cplusplus
@@ -23,8 +24,8 @@ struct sl_context_params {
     int64_t n_ctx;     /* KV capacity in tokens (0: the model's trained context) */
     int32_t n_threads; /* <= 0: one per physical core */
     int32_t n_batch;   /* prefill chunk size in tokens */
-    /* K/V off RAM: a KV store file (include/spotlight/kv-store.h, file tier, created or
-     * replaced) holds every position; only the dense layers keep theirs in RAM too, and the
+    /* K/V off RAM: a KV store file (include/spotlight/kv-store.h, file tier, created; see
+     * kv_overwrite, kv_resume) holds every position; only the dense layers keep theirs in RAM too, and the
      * store's cache lives within kv_ram_budget bytes (0: 256 MiB). Needs a sparse attention
      * mode other than topk-exact, set before the first eval; prefill then attends sparsely
      * (sparse_prefill is implied). NULL: K/V in RAM. */
@@ -34,7 +35,7 @@ struct sl_context_params {
      * store file is a write-through copy that a later context resumes (into RAM again, or
      * with K/V read from the file). Any attention mode; nothing implied. */
     bool kv_in_ram;
-    /* With kv_path: reopen the store a previous context left (sl_context_free syncs it)
+    /* With kv_path: reopen the store a previous context left (at its last commit point)
      * instead of replacing it, and continue after its positions: sl_context_set_attention
      * reads the dense layers' K/V (every layer's with kv_in_ram) back into RAM and re-hashes
      * every stored key of the sparse layers (the same
@@ -42,8 +43,18 @@ struct sl_context_params {
      * should be the ones the store was written with; the model is checked. */
     bool kv_resume;
     /* With kv_resume: > 0 keeps only the first kv_resume_keep stored positions and drops the
-     * rest from the store (to go on from an earlier point); 0 keeps them all. */
+     * rest from the store (to go on from an earlier point); 0 keeps them all. A resume that
+     * would start from no stored positions is an error (SL_EINVAL). */
     int64_t kv_resume_keep;
+    /* Without kv_resume: replace a store already at kv_path; without it an existing store is
+     * refused (-EEXIST). Nothing but a store or an empty file is ever replaced. */
+    bool kv_overwrite;
+    /* With kv_resume: a store whose newer header slot (or its data) is damaged is refused
+     * unless this is set; then the damaged state is restored when a one-bit repair checks out,
+     * else the older state is used and the damaged one overwritten (kv-store.h: recover). */
+    bool kv_recover;
+    /* Tests only: fault injection for the store's I/O (kv-store.h); NULL in production. */
+    struct sl_kv_io_fault *kv_fault;
     /* The CUDA backend on device gpu_device instead of the CPU (SL_ENODEV when the build or
      * the machine has none): weights, activations and the dense layers' K/V in device memory.
      * Dense attention keeps every layer's K/V there. Spotlight and simhash keep only the key
@@ -64,7 +75,17 @@ typedef struct sl_context sl_context;
 
 /* The model must outlive the context. 0 or SL_ENOMEM / SL_EUNSUPPORTED / SL_EINVAL. */
 int sl_context_create(const sl_model *m, const struct sl_context_params *p, sl_context **out);
-void sl_context_free(sl_context *c); /* NULL is a no-op */
+/* With a store (kv_path): its commit points. Every prefill chunk (n_batch tokens) is durable
+ * when sl_context_eval returns it committed (its store sync: data, then header, each
+ * fdatasync'ed); decode tokens are synced at least once a second, and by sl_context_sync and
+ * sl_context_close. A failed sync fails the eval that needed it. */
+int sl_context_sync(sl_context *c);
+/* Syncs and closes the store (then saves the key codes beside it, best effort) and returns
+ * the sync's error: the one way to learn that the last positions did not reach the disk.
+ * The context stays valid only for sl_context_free. No store: 0. */
+int sl_context_close(sl_context *c);
+void sl_context_free(sl_context *c); /* NULL is a no-op; closes first when not closed (errors
+                                        are then only logged) */
 
 /* Evaluates n tokens at positions n_past .. n_past+n-1 (in chunks of n_batch). With
  * all_logits the logits of every token are kept ((n, n_vocab), row-major), else only the

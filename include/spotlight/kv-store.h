@@ -82,7 +82,15 @@ struct sl_kv_store_params {
     enum sl_kv_tier tier;
     int64_t capacity;          /* positions the store can hold (fixed at create) */
     const char *path;          /* file tier: the store file */
-    bool overwrite;            /* create: replace an existing file instead of failing */
+    bool overwrite;            /* create: replace an existing store instead of failing (an empty
+                                  file is replaced anyway); nothing else is ever replaced */
+    bool recover;              /* open: when the newer header slot is damaged, restore it by a
+                                  one-bit repair if its data checks out, else go back to the
+                                  older slot (whose next sync overwrites the damaged one).
+                                  Without it such a store is refused (SL_ECORRUPT) */
+    bool read_only;            /* open: no writes (append, commit, truncate, sync: SL_EINVAL);
+                                  shares the lock with other readers; a damaged newer header
+                                  slot is reported and the older state read */
     uint8_t fingerprint[32];   /* opaque owner id (model fingerprint); must match on open */
 
     /* memory placement, both tiers */
@@ -116,14 +124,21 @@ struct sl_kv_store_params sl_kv_store_default_params(void);
  * no CUDA or the device is absent. */
 int sl_kv_store_params_for_device(struct sl_kv_store_params *p, int device);
 
-/* Creates an empty store. File tier: the file must not exist unless overwrite; it appears
- * complete (written to a temporary name, synced, renamed) or not at all. */
+/* Creates an empty store. File tier: nothing but an empty file may be at the path, or a store
+ * with overwrite (never a folder, device, FIFO or other file); missing parent folders are
+ * made; the name must leave room for the temporary's suffix under NAME_MAX (-ENAMETOOLONG).
+ * The file appears complete (written to PATH.partial-PID, opened O_EXCL|O_NOFOLLOW, synced,
+ * renamed) or not at all; temporaries of processes that died are removed first.
+ * Locking (file tier): a writer (create, open) holds PATH.lock exclusively until close, a
+ * read-only open shares it; a second writer gets -EBUSY naming the holder's PID. */
 int sl_kv_store_create(const struct sl_kv_shape *shape, const struct sl_kv_store_params *params,
                        sl_kv_store_t *out);
 
 /* Reopens a file-tier store. shape: the expected shape, or NULL to take the file's (read it
  * with sl_kv_store_shape). Wrong magic/version/shape (SL_ESHAPE) or fingerprint (SL_EMISMATCH),
- * truncation (SL_ETRUNCATED) and checksum failures (SL_ECORRUPT) are reported, never used.
+ * truncation (SL_ETRUNCATED) and checksum failures (SL_ECORRUPT) are reported, never used;
+ * a damaged header slot that may be the newer is SL_ECORRUPT unless recover or read_only
+ * (storage/kv-format.h says what is told apart). Not a regular file: SL_EINVAL.
  * params->capacity is ignored (the file's is used). */
 int sl_kv_store_open(const struct sl_kv_shape *shape, const struct sl_kv_store_params *params,
                      sl_kv_store_t *out);

@@ -76,9 +76,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     memset(slots, 0, sizeof slots);
     memcpy(slots, data, size < sizeof slots ? size : sizeof slots);
     struct sl_kv_header h;
-    int slot = -1;
-    int rc = sl_kv_header_pick(slots, &h, &slot);
-    if (rc > 0 || (rc == 0 && slot != 0 && slot != 1)) abort();
+    struct sl_kv_pick pk;
+    int rc = sl_kv_header_pick(slots, SL_KV_PICK_RECOVER, &pk);
+    if (rc > 0 || (rc == 0 && pk.slot != 0 && pk.slot != 1)) abort();
+    rc = sl_kv_header_pick(slots, 0, &pk);
+    if (rc > 0 || (rc == 0 && pk.slot != 0 && pk.slot != 1)) abort();
     for (int i = 0; i < 2; i++) check_rc(sl_kv_header_decode(slots + i * SL_KV_HEADER_BYTES, i, &h));
     if (size <= sizeof slots) return 0;
 
