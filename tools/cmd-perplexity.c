@@ -304,6 +304,11 @@ int cmd_perplexity(int argc, char **argv) {
         fprintf(stderr, "perplexity: %" PRId64 " tokens scored in %.1f s (%.1f tok/s evaluated)\n", count, secs,
                 (double)(n_chunks * n_ctx) / secs);
     }
+    /* with --kv, the store's last commit point: a failed final sync means positions were lost */
+    if ((rc = sl_context_close(ctx))) {
+        cli_report("KV store", rc);
+        goto done;
+    }
     status = 0;
 done:
     free(chunk);

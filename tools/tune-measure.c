@@ -81,7 +81,9 @@ int tune_ingest(struct tune_run *run, bool progress, double *tok_s) {
         }
     }
     if (!rc) *tok_s = (double)n / (cli_now() - t0);
-    sl_context_free(ctx); /* syncs the store */
+    int crc = sl_context_close(ctx); /* the store's final sync: the points resume it */
+    if (!rc) rc = crc;
+    sl_context_free(ctx);
     if (rc) {
         if (progress) fputc('\n', stderr);
         cli_report("tune: ingest", rc);
