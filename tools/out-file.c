@@ -25,6 +25,14 @@ int out_file_open(struct out_file *o, const char *cmd, const char *path) {
     return 0;
 }
 
+int out_file_check(const char *cmd, const char *path) {
+    if (sl_atomic_file_check(path) != 0) {
+        fprintf(stderr, "spotlight %s: %s\n", cmd, sl_error_detail());
+        return -1;
+    }
+    return 0;
+}
+
 int out_file_commit(struct out_file *o, const char *cmd) {
     bool bad = fflush(o->f) != 0 || ferror(o->f);
     bad = fclose(o->f) != 0 || bad;
