@@ -248,7 +248,7 @@ int job_log_files(const char *out_path, int32_t shard, char ***paths, size_t *n)
         free_list(v, 2);
         return oom();
     }
-    memcpy(v + 2, logs, n_logs * sizeof *v);
+    if (n_logs) memcpy(v + 2, logs, n_logs * sizeof *v);
     free(logs);
     *paths = v;
     *n = n_logs + 2;
