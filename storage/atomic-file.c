@@ -104,15 +104,7 @@ int sl_atomic_file_open(struct sl_atomic_file *f, const char *path) {
         sl_atomic_file_abort(f);
         return sl_fail(SL_ENOMEM, "out of memory");
     }
-    int err = sl_mkdir_parents(path);
-    if (err) {
-        char detail[512];
-        snprintf(detail, sizeof detail, "%s", sl_error_detail());
-        free(f->tmp);
-        f->tmp = NULL;
-        sl_atomic_file_abort(f);
-        return sl_fail(err, "cannot create %s: %s", path, detail);
-    }
+    int err;
     size_t limit = name_max(path);
     for (int i = 0; i < TMP_TRIES; i++) {
         tmp_name(f->tmp, path, limit);

@@ -5,8 +5,8 @@
  * The temporary is TARGET.tmp-XXXXXXXXXXXX (12 random hex digits; the target's name cut short
  * when the whole would pass the directory's name limit), created with O_CREAT | O_EXCL |
  * O_NOFOLLOW and 0666 less the umask: a file or link planted under a guessed name is never
- * written through. Missing parent directories of the target are created (0777 less the
- * umask), as by mkdir -p. */
+ * written through. The target's folder must exist: sl_atomic_file_check (or
+ * sl_mkdir_parents) creates it, as by mkdir -p (0777 less the umask). */
 #ifndef SL_STORAGE_ATOMIC_FILE_H
 #define SL_STORAGE_ATOMIC_FILE_H
 

@@ -1,4 +1,4 @@
-/* Atomic file writes (storage/atomic-file.c): missing parent folders are created; the
+/* Atomic file writes (storage/atomic-file.c): the check creates missing parent folders; the
  * temporary's name is random (a file or link planted at a guessable name is neither written
  * through nor in the way) and stays within the name limit for a target whose name is legal;
  * the early check refuses directories, non-regular targets, names too long and folders that
@@ -61,6 +61,7 @@ static void expect_text(const char *path, const char *text) {
 Test(atomic_file, creates_missing_folders) {
     char *dir = tmpdir(), path[512];
     snprintf(path, sizeof path, "%s/a/b/c/out.txt", dir);
+    cr_assert_eq(sl_atomic_file_check(path), 0, "%s", sl_error_detail());
     write_file(path, "hello");
     expect_text(path, "hello");
     snprintf(path, sizeof path, "%s/x/y/out.txt", dir);

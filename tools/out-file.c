@@ -9,7 +9,7 @@
 
 int out_file_open(struct out_file *o, const char *cmd, const char *path) {
     memset(o, 0, sizeof *o);
-    if (sl_atomic_file_open(&o->file, path) != 0) {
+    if (sl_mkdir_parents(path) != 0 || sl_atomic_file_open(&o->file, path) != 0) {
         fprintf(stderr, "spotlight %s: %s\n", cmd, sl_error_detail());
         return -1;
     }

@@ -15,7 +15,8 @@ struct out_file {
     struct sl_atomic_file file;
 };
 
-/* 0, or -1 after printing "spotlight <cmd>: cannot create ...". */
+/* Creates the folder of path if missing (mkdir -p); 0, or -1 after printing
+ * "spotlight <cmd>: cannot create ...". */
 int out_file_open(struct out_file *o, const char *cmd, const char *path);
 /* Makes the file appear at its path: 0, or -1 after printing the error (nothing renamed). */
 int out_file_commit(struct out_file *o, const char *cmd);
