@@ -65,7 +65,12 @@ int sl_qk_writer_open(const char *dir, const struct sl_qk_shape *shape,
         char path[4096];
         sl_qk_dump_path(dir, l, path, sizeof path - 16);
         strcat(path, ".partial");
-        w->out[l].f = fopen(path, "wb");
+        /* a stale .partial (a killed run) goes; O_EXCL | O_NOFOLLOW: nothing planted under the
+         * name since is written through */
+        unlink(path);
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+        w->out[l].f = fd >= 0 ? fdopen(fd, "wb") : NULL;
+        if (fd >= 0 && !w->out[l].f) close(fd);
         /* the header is written last; reserve its place */
         if (!w->out[l].f || fwrite(zero, 1, QK_HEADER, w->out[l].f) != QK_HEADER) {
             int err = -errno;

@@ -34,7 +34,8 @@ static int read_whole(int fd, size_t size, void **out) {
 int sl_mapped_file_open(const char *path, struct sl_mapped_file *out) {
     static atomic_bool warned_fallback;
     memset(out, 0, sizeof *out);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO would block the open until a writer came; it is refused below */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) return sl_fail(-errno, "cannot open '%s': %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0) {

@@ -48,6 +48,14 @@ else
   bad "could not find the default model path in inspect output"
 fi
 expect_error "directory" 1 "not a regular file" -- "$bin" inspect "$tmp"
+# a FIFO or a device is refused at once (open() on a FIFO would wait for a writer forever;
+# /dev/zero never ends)
+mkfifo "$tmp/fifo"
+expect_error "FIFO model" 1 "fifo.* is not a regular file" -- timeout 60 "$bin" inspect "$tmp/fifo"
+expect_error "FIFO prompt" 1 "cannot read .*/fifo: not a regular file" -- timeout 60 "$bin" generate -f "$tmp/fifo"
+expect_error "/dev/zero prompt" 1 "cannot read /dev/zero: not a regular file" -- timeout 60 "$bin" generate -f /dev/zero
+expect_error "/dev/zero text" 1 "cannot read /dev/zero: not a regular file" -- timeout 60 "$bin" perplexity -f /dev/zero
+expect_error "FIFO q/k text" 1 "cannot read .*/fifo: not a regular file" -- timeout 60 "$bin" dump-qk -f "$tmp/fifo"
 expect_error "two models" 2 "one model" -- "$bin" inspect a.gguf b.gguf
 expect_error "no default model" 1 "fetch-model" -- env SPOTLIGHT_MODELS="$tmp/empty" "$bin" inspect
 expect_error "bad option" 2 "unknown or incomplete option .--bogus." -- "$bin" inspect --bogus
@@ -100,26 +108,31 @@ if "$bin" dump-qk -f "$tmp/long.txt" --seq-len 64 --seqs 2 -o "$tmp/qk" 2>"$tmp/
   grep -q "30 layers trained" "$tmp/err" && ok || bad "train-hash: no summary line"
   "$bin" train-hash --qk "$tmp/qk" --eval-qk "$tmp/qk" --steps 3 -o "$tmp/h.slhash" 2>"$tmp/err" &&
     grep -q "0 layers trained" "$tmp/err" && ok || bad "train-hash: rerun did not resume"
+  # outputs from nothing: the folder is made; one that cannot be is an error before any training
+  "$bin" train-hash --qk "$tmp/qk" --eval-qk "$tmp/qk" --steps 1 -o "$tmp/cache/hash/h1.slhash" 2>"$tmp/err" &&
+    [ -s "$tmp/cache/hash/h1.slhash" ] && ok || bad "train-hash into a new folder: $(tail -1 "$tmp/err")"
+  expect_error "train-hash output under a file" 1 "cannot create the directory .*/text.gguf: it is a file" -- \
+    "$bin" train-hash --qk "$tmp/qk" --eval-qk "$tmp/qk" --steps 1 -o "$tmp/text.gguf/h.slhash"
   # eval-retrieval: refuses the training dumps, then measures on another dump
   expect_error "eval-retrieval on training data" 1 "was trained on" -- \
     "$bin" eval-retrieval --hash "$tmp/h.slhash" --qk "$tmp/qk" -o "$tmp/ev"
   expect_error "eval-retrieval bad budgets" 2 "--budgets must be" -- "$bin" eval-retrieval --budgets 0.02,x
   expect_error "eval-retrieval bad simhash bits" 2 "multiples of 32" -- "$bin" eval-retrieval --simhash-bits 40
-  ls "$tmp"/ev* >/dev/null 2>&1 && bad "eval-retrieval left output after failing" || ok
+  ls "$tmp"/ev.* >/dev/null 2>&1 && bad "eval-retrieval left output after failing" || ok
   if "$bin" dump-qk -f "$tmp/long.txt" --seq-len 64 --seqs 1 -o "$tmp/qk-held" 2>"$tmp/err" &&
      "$bin" eval-retrieval --hash "$tmp/h.slhash" --qk "$tmp/qk-held" --simhash-bits 64,512 --queries 16 \
-       -o "$tmp/ev" >"$tmp/out" 2>"$tmp/err"; then
+       -o "$tmp/evout/ev" >"$tmp/out" 2>"$tmp/err"; then
     # spotlight 64, simhash 64 and 512, sign 64, exact: 5 methods x 30 layers x 3 KV heads x 4 budgets
-    [ "$(tail -n +2 "$tmp/ev.csv" | wc -l)" = 1800 ] && ok || bad "eval-retrieval: CSV rows"
-    head -1 "$tmp/ev.csv" | grep -q '^method,bits,layer,kv_head,budget,recall,iou,queries$' && ok || bad "eval-retrieval: CSV header"
-    awk -F, 'NR > 1 && ($6 < 0 || $6 > 1.000001 || $7 < 0 || $7 > 1.000001) { exit 1 }' "$tmp/ev.csv" && ok ||
+    [ "$(tail -n +2 "$tmp/evout/ev.csv" | wc -l)" = 1800 ] && ok || bad "eval-retrieval: CSV rows"
+    head -1 "$tmp/evout/ev.csv" | grep -q '^method,bits,layer,kv_head,budget,recall,iou,queries$' && ok || bad "eval-retrieval: CSV header"
+    awk -F, 'NR > 1 && ($6 < 0 || $6 > 1.000001 || $7 < 0 || $7 > 1.000001) { exit 1 }' "$tmp/evout/ev.csv" && ok ||
       bad "eval-retrieval: a recall or IoU outside [0, 1]"
-    awk -F, 'NR > 1 && $1 == "exact" && $7 != "1.000000" { exit 1 }' "$tmp/ev.csv" && ok || bad "eval-retrieval: exact IoU not 1"
-    grep -q "Spotlight 64 bits: recall .* vs SimHash 512 bits" "$tmp/ev.md" && ok || bad "eval-retrieval: no target line"
+    awk -F, 'NR > 1 && $1 == "exact" && $7 != "1.000000" { exit 1 }' "$tmp/evout/ev.csv" && ok || bad "eval-retrieval: exact IoU not 1"
+    grep -q "Spotlight 64 bits: recall .* vs SimHash 512 bits" "$tmp/evout/ev.md" && ok || bad "eval-retrieval: no target line"
     python3 -c "import sys, xml.etree.ElementTree as E; r = E.parse(sys.argv[1]).getroot(); \
-assert r.tag.endswith('svg') and len(r.findall('.//{http://www.w3.org/2000/svg}polyline')) >= 3" "$tmp/ev.svg" && ok ||
+assert r.tag.endswith('svg') and len(r.findall('.//{http://www.w3.org/2000/svg}polyline')) >= 3" "$tmp/evout/ev.svg" && ok ||
       bad "eval-retrieval: SVG does not parse or lacks lines"
-    ls "$tmp" | grep -q 'tmp-' && bad "eval-retrieval left temporaries" || ok
+    ls "$tmp/evout" | grep -q 'tmp-' && bad "eval-retrieval left temporaries" || ok
   else
     bad "eval-retrieval: $(tail -1 "$tmp/err")"
   fi
@@ -233,5 +246,27 @@ else
 fi
 long=$(printf 'n%.0s' $(seq 240))
 expect_error "store name too long" 1 "too long.*$long" -- gen_kv -p hi -n 0 --kv "file:$tmp/$long"
+
+# a model cut short under a running process: one error line and a non-zero exit, not a crash
+if [ -f "$model" ]; then
+  cp "$model" "$tmp/shrinking.gguf"
+  python3 -c "print('the keeper climbed the stairs of the lighthouse every evening. ' * 1500)" >"$tmp/ppl.txt"
+  "$bin" perplexity -m "$tmp/shrinking.gguf" -f "$tmp/ppl.txt" -c 128 >/dev/null 2>"$tmp/bus.err" &
+  pid=$!
+  for ((i = 0; i < 600; i++)); do grep -q "chunks of" "$tmp/bus.err" && break; sleep 0.05; done
+  truncate -s 1000000 "$tmp/shrinking.gguf"
+  wait "$pid"
+  rc=$?
+  [ "$rc" = 1 ] && grep -q "^spotlight: a mapped file was truncated or became unreadable while in use (SIGBUS)$" "$tmp/bus.err" &&
+    ok || bad "model truncated while in use: exit $rc, $(tail -1 "$tmp/bus.err")"
+fi
+
+# -t beyond the cores: a one-line warning, and the run goes on; no statistic prints nan
+if "$bin" generate -p "Hello" -n 2 --temp 0 -t 64 --attn simhash -c 256 >"$tmp/out" 2>"$tmp/err"; then
+  grep -q "warning: -t 64 is more than the [0-9]* cores" "$tmp/err" && ok || bad "-t 64 gave no warning: $(head -2 "$tmp/err")"
+  grep -qi "nan" "$tmp/err" && bad "a statistic printed nan: $(grep -i nan "$tmp/err")" || ok
+else
+  bad "generate -t 64: $(tail -1 "$tmp/err")"
+fi
 
 finish cli

@@ -12,6 +12,7 @@
 
 #include "tools/doc-input.h"
 #include "tools/json-read.h"
+#include "tools/json-writer.h"
 
 static const char *const KEYS[] = {"id", "path", "text"};
 
@@ -85,6 +86,37 @@ Test(json_read, utf8_prefix) {
     cr_assert_eq(utf8_valid_prefix("a\xed\xa0\x80", 4), 1);     /* surrogate */
     cr_assert_eq(utf8_valid_prefix("a\xf4\x90\x80\x80", 5), 1); /* past U+10FFFF */
     cr_assert_eq(utf8_valid_prefix("a\xe2\x82", 3), 1);         /* cut short */
+}
+
+/* Bytes that are not UTF-8 (file names) are written as lone \udc80..\udcff and read back as
+ * the bytes: any C string survives json-writer.c then json-read.c. */
+Test(json_read, names_that_are_not_utf8_round_trip) {
+    static const char *const names[] = {"plain", "caf\xe9.txt", "\xff\xfe", "a\xed\xa0\x80" "b", "\xc3\xa9\xc3",
+                                        "tab\there\x01\x7f", "q\"\\/\xf0\x9f\x98", "\xc3\xa9 ok \xf0\x9f\x98\x80"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&buf, &len);
+        struct json_writer w;
+        json_init(&w, f);
+        json_obj_begin(&w, NULL);
+        json_str(&w, "id", names[i]);
+        json_obj_end(&w);
+        fclose(f);
+        cr_assert_eq(utf8_valid_prefix(buf, len), len, "the record is not UTF-8: %s", buf);
+        char *v[3], err[160];
+        cr_assert_eq(read_obj(buf, v, err), 0, "%s: %s", buf, err);
+        cr_assert_str_eq(v[0], names[i], "%s", buf);
+        free3(v);
+        free(buf);
+    }
+    char *v[3], err[160];
+    cr_assert_eq(read_obj("{\"id\": \"a\\udcffb\\udc80\"}", v, err), 0, "%s", err);
+    cr_assert_str_eq(v[0], "a\xff" "b\x80");
+    free3(v);
+    /* below 0x80 a byte is ASCII, never escaped this way */
+    cr_assert_eq(read_obj("{\"id\": \"\\udc41\"}", v, err), -1);
+    cr_assert(strstr(err, "unpaired surrogate"), "%s", err);
 }
 
 static void html_is(const char *in, const char *want) {
@@ -254,5 +286,28 @@ Test(doc, manifest_lines) {
     cr_assert_str_eq(l.v[6].open, "/etc/hostname");
     doc_list_free(&l);
     cr_assert_eq(doc_list_add_manifest(&l, "/nonexistent/jobs.jsonl", stderr), -1);
+    rm_all(dir);
+}
+
+/* A FIFO, a device or /dev/zero given as a document or manifest is refused at once: opening a
+ * FIFO for reading would wait for a writer forever, and /dev/zero never ends. */
+Test(doc, fifos_and_devices_refused, .timeout = 10) {
+    char *dir = tmpdir(), p[512], err[256];
+    snprintf(p, sizeof p, "%s/pipe.txt", dir);
+    cr_assert_eq(mkfifo(p, 0666), 0);
+    size_t n;
+    struct doc d = {.id = p, .path = p, .open = p};
+    cr_assert_null(doc_load(&d, 100, &n, err, sizeof err));
+    cr_assert_str_eq(err, "not a regular file");
+    d.open = "/dev/zero";
+    cr_assert_null(doc_load(&d, 100, &n, err, sizeof err));
+    cr_assert_str_eq(err, "not a regular file");
+    struct doc_list l = {0};
+    FILE *e = tmpfile();
+    cr_assert_eq(doc_list_add_manifest(&l, p, e), -1);
+    cr_assert_eq(doc_list_add_manifest(&l, "/dev/zero", e), -1);
+    cr_assert_eq(l.n, 0);
+    fclose(e);
+    doc_list_free(&l);
     rm_all(dir);
 }

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "tools/job-log.h"
+#include "tools/json-writer.h"
 
 static char *tmpdir(void) {
     char *d = strdup("/tmp/sl-joblog-XXXXXX");
@@ -212,5 +213,73 @@ Test(job_log, shards_read_each_other_and_merge) {
     text = slurp(out);
     cr_assert(strstr(text, "{\"id\":\"d\",\"error\":null}\n") != NULL);
     free(text);
+    rm_all(dir);
+}
+
+/* A link or FIFO planted at the log's name: the job refuses it, never appending to or cutting
+ * the file the link points to, and never waiting on the FIFO. */
+Test(job_log, planted_log_refused, .timeout = 10) {
+    char *dir = tmpdir(), out[512], logp[520], victim[520];
+    snprintf(out, sizeof out, "%s/out.jsonl", dir);
+    snprintf(logp, sizeof logp, "%s.log", out);
+    snprintf(victim, sizeof victim, "%s/victim", dir);
+    FILE *f = fopen(victim, "wb");
+    fputs("precious, no newline", f); /* as a log, a torn last line: would be cut */
+    fclose(f);
+    cr_assert_eq(symlink(victim, logp), 0);
+    struct job_log j;
+    cr_assert_eq(job_log_open(&j, out, -1), -1);
+    job_log_close(&j);
+    char *text = slurp(victim);
+    cr_assert_str_eq(text, "precious, no newline");
+    free(text);
+    struct stat st;
+    cr_assert_eq(lstat(logp, &st), 0);
+    cr_assert(S_ISLNK(st.st_mode), "the link was replaced or removed");
+    cr_assert_eq(unlink(logp), 0);
+    cr_assert_eq(mkfifo(logp, 0666), 0);
+    cr_assert_eq(job_log_open(&j, out, -1), -1);
+    job_log_close(&j);
+    /* another shard's log or the output as a FIFO: refused, not waited on */
+    cr_assert_eq(unlink(logp), 0);
+    char other[540];
+    snprintf(other, sizeof other, "%s.shard-3.log", out);
+    cr_assert_eq(mkfifo(other, 0666), 0);
+    cr_assert_eq(job_log_open(&j, out, 0), -1);
+    job_log_close(&j);
+    rm_all(dir);
+}
+
+/* A record whose id is not UTF-8 (a file name can be any bytes) is read back with the same id:
+ * a rerun finds it and the job can finish. */
+Test(job_log, ids_that_are_not_utf8) {
+    char *dir = tmpdir(), out[512];
+    snprintf(out, sizeof out, "%s/out.jsonl", dir);
+    char *ids[] = {"docs/caf\xe9.txt", "docs/\xff\xfe"};
+    struct job_log j;
+    cr_assert_eq(job_log_open(&j, out, -1), 0);
+    for (int i = 0; i < 2; i++) {
+        char *line = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&line, &len);
+        struct json_writer w;
+        json_init(&w, f);
+        json_obj_begin(&w, NULL);
+        json_str(&w, "id", ids[i]);
+        json_null(&w, "error");
+        json_obj_end(&w);
+        fclose(f);
+        cr_assert_geq(job_log_append(&j, ids[i], line, len, false), 0);
+        free(line);
+    }
+    job_log_close(&j);
+    cr_assert_eq(job_log_open(&j, out, -1), 0);
+    cr_assert_eq(j.n, 2, "the records were not read back");
+    int64_t rec_of[2];
+    cr_assert_eq(job_log_merge(&j, ids, 2, rec_of), 0);
+    cr_assert(rec_of[0] >= 0 && rec_of[1] >= 0);
+    job_log_close(&j);
+    struct stat st;
+    cr_assert_eq(stat(out, &st), 0, "the output was not written");
     rm_all(dir);
 }

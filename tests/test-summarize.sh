@@ -194,12 +194,75 @@ expect_error "no output" 2 "give the output file with -o" -- "$bin" summarize "$
 expect_error "inputs and manifest" 2 "not both" -- "$bin" summarize "$tmp/docs" --manifest "$tmp/jobs.jsonl" -o "$tmp/x.jsonl"
 expect_error "bad -n" 2 "-n must be an integer" -- "$bin" summarize "$tmp/docs" -o "$tmp/x.jsonl" -n 0
 expect_error "resume option" 2 "--resume does not apply" -- "$bin" summarize "$tmp/docs" -o "$tmp/x.jsonl" --resume
-expect_error "unwritable output dir" 1 "cannot write .*/nodir/out.jsonl.log: No such file" -- \
-  "$bin" summarize "$tmp/docs" -o "$tmp/nodir/out.jsonl"
-expect_error "output is a directory" 1 "cannot write .*: not a regular file" -- "$bin" summarize "$tmp/docs/a.txt" -o "$tmp/docs"
+expect_error "output folder under a file" 1 "cannot create the directory .*/docs/a.txt: it is a file" -- \
+  "$bin" summarize "$tmp/docs" -o "$tmp/docs/a.txt/out.jsonl"
+expect_error "output is a directory" 1 "cannot write .*/docs: it is a directory" -- "$bin" summarize "$tmp/docs/a.txt" -o "$tmp/docs"
 expect_error "missing manifest" 1 "cannot read the manifest .*nope.jsonl" -- "$bin" summarize --manifest "$tmp/nope.jsonl" -o "$tmp/x.jsonl"
 expect_error "bad model" 1 "nope.gguf" -- "$bin" summarize -m "$tmp/nope.gguf" "$tmp/docs/a.txt" -o "$tmp/x.jsonl"
 expect_error "context too small" 1 "raise -c or lower -n" -- "$bin" summarize "$tmp/docs/a.txt" -o "$tmp/x.jsonl" -c 100 -n 64
 ls "$tmp" | grep -q '^x\.jsonl' && bad "failed jobs left files: $(ls "$tmp" | grep '^x\.')" || ok
+
+# ---- outputs from nothing, and files the user did not mean to give away ----
+# the output's folders are made (mkdir -p)
+run "$tmp/docs/a.txt" -o "$tmp/new/deeper/o.jsonl" 2>"$tmp/err" && [ "$(wc -l <"$tmp/new/deeper/o.jsonl")" = 1 ] && ok ||
+  bad "output in a folder that does not exist: $(tail -1 "$tmp/err")"
+# an output (or its log) that is an input is refused before any work, the input untouched
+printf 'A document that must survive, without a final newline.' >"$tmp/self.txt"
+cp "$tmp/self.txt" "$tmp/self.before"
+expect_error "output is the input" 1 "the input .*/self.txt is also .*/self.txt, which this job writes" -- \
+  "$bin" summarize "$tmp/self.txt" -o "$tmp/self.txt"
+cp "$tmp/self.txt" "$tmp/lg.jsonl.log"
+expect_error "log is an input" 1 "the input .*/lg.jsonl.log is also" -- "$bin" summarize "$tmp/lg.jsonl.log" -o "$tmp/lg.jsonl"
+ln -s "$tmp/self.txt" "$tmp/link.txt"
+expect_error "output is an input through a link" 1 "the input .*/link.txt is also" -- \
+  "$bin" summarize "$tmp/link.txt" -o "$tmp/self.txt"
+echo '{"id": "x", "text": "hello there"}' >"$tmp/m.jsonl"
+cp "$tmp/m.jsonl" "$tmp/m.before"
+expect_error "output is the manifest" 1 "the manifest .*/m.jsonl is also" -- "$bin" summarize --manifest "$tmp/m.jsonl" -o "$tmp/m.jsonl"
+cmp -s "$tmp/self.txt" "$tmp/self.before" && cmp -s "$tmp/lg.jsonl.log" "$tmp/self.before" &&
+  cmp -s "$tmp/m.jsonl" "$tmp/m.before" && ok || bad "a refused job changed its input"
+# a link planted at the log's name is refused, its target neither appended to nor cut
+ln -s "$tmp/self.txt" "$tmp/planted.jsonl.log"
+expect_error "link at the log" 1 "cannot write .*/planted.jsonl.log: it is a symbolic link" -- \
+  "$bin" summarize "$tmp/docs/a.txt" -o "$tmp/planted.jsonl"
+cmp -s "$tmp/self.txt" "$tmp/self.before" && ok || bad "the planted log's target changed"
+# a FIFO or device as manifest or document: refused at once, never waited on or read forever
+mkfifo "$tmp/fifo.jsonl"
+expect_error "FIFO manifest" 1 "cannot read the manifest .*/fifo.jsonl: not a regular file" -- \
+  timeout 60 "$bin" summarize --manifest "$tmp/fifo.jsonl" -o "$tmp/x.jsonl"
+expect_error "/dev/zero manifest" 1 "cannot read the manifest /dev/zero: not a regular file" -- \
+  timeout 60 "$bin" summarize --manifest /dev/zero -o "$tmp/x.jsonl"
+timeout 120 "$bin" summarize -n 8 -c 512 -q "$tmp/fifo.jsonl" -o "$tmp/fifo-out.jsonl" 2>"$tmp/err" &&
+  grep -q '"error":"not a regular file"' "$tmp/fifo-out.jsonl" && ok || bad "FIFO document: $(tail -1 "$tmp/err")"
+# a file name that is not UTF-8 is written losslessly (\udcXX), read back by a rerun (which
+# then redoes nothing) and by Python as the name (os.fsencode)
+mkdir -p "$tmp/names"
+cp "$tmp/docs/a.txt" "$tmp/names/$(printf 'caf\xe9.txt')"
+if run "$tmp/names" -o "$tmp/names.jsonl" 2>"$tmp/err"; then
+  python3 - "$tmp/names.jsonl" "$tmp/names" <<'PY' && ok || bad "non-UTF-8 name: the record"
+import json, os, sys
+(r,) = [json.loads(l) for l in open(sys.argv[1], encoding="utf-8")]
+assert os.fsencode(r["path"]) == os.fsencode(sys.argv[2]) + b"/caf\xe9.txt", r
+assert r["error"] is None and r["summary"], r
+PY
+  cp "$tmp/names.jsonl" "$tmp/names.before"
+  SPOTLIGHT_MODELS="$tmp/nomodel" run "$tmp/names" -o "$tmp/names.jsonl" 2>"$tmp/err" &&
+    cmp -s "$tmp/names.jsonl" "$tmp/names.before" && ok || bad "non-UTF-8 name: the rerun: $(tail -1 "$tmp/err")"
+else
+  bad "non-UTF-8 name: $(tail -1 "$tmp/err")"
+fi
+# the longest names whose logs fit: the temporary of the final write fits too
+long=$(python3 -c "print('L' * 245)")
+run "$tmp/docs/a.txt" -o "$tmp/$long" 2>"$tmp/err" && [ -s "$tmp/$long" ] &&
+  [ "$(ls "$tmp" | grep -c '^LLLL')" = 1 ] && ok || bad "245-byte output name: $(tail -1 "$tmp/err")"
+# a line of the log that is not a record is reported once
+printf 'this is not a record\n' >"$tmp/warn.jsonl.log"
+run "$tmp/docs/a.txt" -o "$tmp/warn.jsonl" 2>"$tmp/err"
+[ "$(grep -c 'not a record' "$tmp/err")" = 1 ] && ok || bad "'not a record' reported $(grep -c 'not a record' "$tmp/err") times"
+# more threads than cores: one warning line
+if [ "$(nproc)" -lt 1024 ]; then
+  "$bin" summarize -t 1024 --manifest "$tmp/nope.jsonl" -o "$tmp/x.jsonl" 2>"$tmp/err"
+  grep -q "warning: -t 1024 is more than the [0-9]* cores" "$tmp/err" && ok || bad "no -t warning: $(cat "$tmp/err")"
+fi
 
 finish summarize

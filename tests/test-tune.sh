@@ -55,6 +55,10 @@ assert {r["attn"] for r in rows} == {"dense", "spotlight", "simhash"}, rows
 assert {r["kv"] for r in rows} == {"ram", "file"}, rows
 PY
 [ -f plan.svg ] && python3 -c "import sys, xml.etree.ElementTree as E; E.parse(sys.argv[1])" plan.svg && ok || bad "no-fit SVG"
+# Outputs from nothing: PREFIX's folders are made; a folder that cannot be is an error before any work.
+tune --quick --ram-mb 1 -o new/dir/plan >/dev/null 2>&1
+[ -s new/dir/plan.csv ] && [ -s new/dir/plan.svg ] && ok || bad "tune -o into a new folder"
+expect_error "output under a file" 1 "cannot create the directory .*plan.csv: it is a file" -- tune --quick -o plan.csv/x
 
 # A RAM budget just under the largest plan, so that part of the sweep fits; a disk budget for the
 # file tier's store; a low --min-agree, so that the recommendation weighs speed.

@@ -16,8 +16,10 @@
 #include "spotlight/context.h"
 #include "spotlight/error.h"
 #include "spotlight/tokenizer.h"
+#include "storage/atomic-file.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
+#include "tools/out-file.h"
 
 #define MAX_INPUTS 64
 
@@ -86,18 +88,6 @@ static int64_t gather_tokens(const sl_tokenizer *tok, char **inputs, int n_input
     return n;
 }
 
-static int mkdir_p(const char *dir) {
-    char buf[8200];
-    snprintf(buf, sizeof buf, "%s", dir);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -errno;
-        *p = '/';
-    }
-    return mkdir(buf, 0755) != 0 && errno != EEXIST ? -errno : 0;
-}
-
 int cmd_dump_qk(int argc, char **argv) {
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"file", required_argument, 0, 'f'},
@@ -138,6 +128,7 @@ int cmd_dump_qk(int argc, char **argv) {
     }
     char path[4096];
     if (cli_model_path(model, path, sizeof path) != 0) return 1;
+    cli_check_threads("dump-qk", n_threads);
 
     int status = 1, rc;
     sl_model *m = NULL;
@@ -161,19 +152,25 @@ int cmd_dump_qk(int argc, char **argv) {
         goto done;
     }
 
-    char dir[8200];
+    char dir[8200], probe[8300];
     if (out_dir) {
         snprintf(dir, sizeof dir, "%s", out_dir);
     } else {
         char cache[4000];
         const char *base = strrchr(path, '/');
-        if (cli_model_dir(cache, sizeof cache) != 0) goto done;
+        if (cli_model_dir(cache, sizeof cache) != 0) {
+            fprintf(stderr, "spotlight dump-qk: no -o DIR and no cache directory (set SPOTLIGHT_MODELS)\n");
+            goto done;
+        }
         snprintf(dir, sizeof dir, "%s/qk/%s", cache, base ? base + 1 : path);
     }
-    if ((rc = mkdir_p(dir)) != 0) {
-        fprintf(stderr, "spotlight dump-qk: cannot create %s: %s\n", dir, strerror(-rc));
+    /* before the model runs: the folder made (mkdir -p), a file creatable there */
+    if (sl_mkdir_all(dir) != 0) {
+        fprintf(stderr, "spotlight dump-qk: %s\n", sl_error_detail());
         goto done;
     }
+    sl_qk_dump_path(dir, 0, probe, sizeof probe);
+    if (out_file_check("dump-qk", probe)) goto done;
     struct sl_qk_shape shape = {cfg->n_layer, cfg->n_head, cfg->n_head_kv, cfg->head_dim, (int32_t)seq_len};
     uint8_t fingerprint[32];
     if ((rc = sl_model_fingerprint(m, fingerprint)) || (rc = sl_qk_writer_open(dir, &shape, fingerprint, &w))) {

@@ -295,6 +295,12 @@ int cmd_eval_retrieval(int argc, char **argv) {
     }
     char path[4096], cache[4000], qk_dir[8200];
     if (cli_model_path(model, path, sizeof path) != 0 || cli_model_dir(cache, sizeof cache) != 0) return 1;
+    for (int i = 0; i < 3; i++) { /* before the evaluation: the outputs' folder made, files creatable there */
+        static const char *const ext[] = {".csv", ".md", ".svg"};
+        char out_path[4200];
+        snprintf(out_path, sizeof out_path, "%s%s", prefix, ext[i]);
+        if (out_file_check("eval-retrieval", out_path)) return 1;
+    }
     const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
     if (qk) snprintf(qk_dir, sizeof qk_dir, "%s", qk);
     else snprintf(qk_dir, sizeof qk_dir, "%s/qk/%s-heldout", cache, base);

@@ -242,10 +242,14 @@ static void print_stats_json(const struct gen_output *out, const int32_t *gen, c
     json_obj_end(&w);
 }
 
+/* a share in percent; 0 when there is nothing to share (never 0/0 = nan) */
+static double pct(int64_t part, int64_t whole) { return whole > 0 ? 100.0 * (double)part / (double)whole : 0.0; }
+
 int cmd_generate(int argc, char **argv) {
     struct gen_opts o;
     int rc = parse_args(argc, argv, &o);
     if (rc) return rc == 1 ? 0 : rc;
+    cli_check_threads("generate", o.n_threads);
     char path[4096];
     if (cli_model_path(o.model, path, sizeof path) != 0) return 1;
     size_t text_len = 0;
@@ -387,19 +391,19 @@ int cmd_generate(int argc, char **argv) {
         /* The first sampled token comes from the prefill's logits, so decode speed counts the
          * n_gen - 1 evaluations that followed it. */
         fprintf(stderr, "\n\nspotlight: prompt %" PRId64 " tokens, %.1f tok/s prefill; generated %" PRId64
-                        " tokens, %.1f tok/s decode; stop: %s\n", st.n_prompt, st.n_prompt / st.t_prefill,
+                        " tokens, %.1f tok/s decode; stop: %s\n", st.n_prompt, st.t_prefill > 0 ? st.n_prompt / st.t_prefill : 0.0,
                 st.n_gen, st.n_gen > 1 ? (st.n_gen - 1) / st.t_decode : 0.0, st.stop_reason);
         if (o.attn.p.mode != SL_ATTN_DENSE && st.attn.sparse_calls && !o.attn.gpu)
             fprintf(stderr, "spotlight: attention %s, budget %g: %.1f%% of positions attended, select %.0f us and "
                             "gather %.0f us per sparse layer; codes %.1f MB; peak RSS %.0f MB\n",
-                    attn_mode_name(o.attn.p.mode), o.attn.p.budget, 100.0 * (double)st.attn.selected / (double)st.attn.candidates,
+                    attn_mode_name(o.attn.p.mode), o.attn.p.budget, pct(st.attn.selected, st.attn.candidates),
                     1e6 * st.attn.select_s / (double)st.attn.sparse_calls,
                     1e6 * st.attn.gather_s / (double)st.attn.sparse_calls, st.attn.code_bytes / 1e6, st.peak_rss / 1e6);
         else if (o.attn.p.mode != SL_ATTN_DENSE && st.attn.sparse_calls) /* asynchronous: no per-layer times */
             fprintf(stderr, "spotlight: attention %s on %s, budget %g: %.1f%% of positions attended, %.1f MB fetched to "
                             "the device, VRAM cache hit rate %.1f%%; %.1f MB of VRAM; peak RSS %.0f MB\n",
                     attn_mode_name(o.attn.p.mode), st.backend, o.attn.p.budget,
-                    100.0 * (double)st.attn.selected / (double)st.attn.candidates, st.attn.dev_bytes_in / 1e6,
+                    pct(st.attn.selected, st.attn.candidates), st.attn.dev_bytes_in / 1e6,
                     st.attn.dev_rows ? 100.0 * (double)st.attn.dev_row_hits / (double)st.attn.dev_rows : 0.0,
                     st.device_bytes / 1e6, st.peak_rss / 1e6);
         if (o.attn.kv_resume && st.attn.resume_positions)

@@ -170,6 +170,7 @@ int cmd_perplexity(int argc, char **argv) {
         if (parse_also(also_spec[i], &attn, opts, &also[i])) return 2;
     char path[4096];
     if (cli_model_path(model, path, sizeof path) != 0) return 1;
+    cli_check_threads("perplexity", n_threads);
     size_t got = 0;
     char *text = cli_read_file("perplexity", file, &got);
     if (!text) return 1;

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "spotlight/error.h"
@@ -31,6 +32,7 @@
 #include "tools/doc-input.h"
 #include "tools/job-log.h"
 #include "tools/json-writer.h"
+#include "tools/out-file.h"
 #include "tools/shard-mpi.h"
 #include "tools/shard.h"
 #include "tools/summarizer.h"
@@ -215,6 +217,7 @@ struct job {
     int64_t *rec_of;  /* (docs.n) each document's record, or -1 */
     int32_t *mine;    /* (docs.n) 1: this process summarizes the document if it has no record */
     char **ids;       /* (docs.n) the documents' ids, borrowed from docs */
+    char *skip;       /* the absolute prefix of the job's own files (output_prefix) */
     size_t earlier;   /* documents of the whole job with a record when it started */
     size_t done, total, ok, failed, had; /* over this process's share; had: a record at the start */
     int64_t bytes_left, bytes_done, tok_in, tok_out;
@@ -333,18 +336,70 @@ static char *output_prefix(const char *out) {
     return skip;
 }
 
-/* Lists the documents, opens this process's log and matches every record found (OUT, every
- * log) to them: 0, or -1 after the error. */
-static int job_prepare(struct job *jb, const char *skip) {
+struct ident {
+    dev_t dev;
+    ino_t ino;
+    const char *path;
+};
+
+static int cmp_ident(const void *a, const void *b) {
+    const struct ident *x = a, *y = b;
+    if (x->dev != y->dev) return x->dev < y->dev ? -1 : 1;
+    return x->ino < y->ino ? -1 : x->ino > y->ino;
+}
+
+/* The job's output and logs are written, cut and removed: none may be an input (`-o DOC`
+ * would replace the document). 0, or -1 after one error line naming both. */
+static int refuse_own_inputs(struct job *jb) {
+    char **files = NULL;
+    size_t n_files = 0, n = 0;
+    if (job_log_files(jb->o->out, jb->pl.shard, &files, &n_files)) return -1;
+    struct ident *v = malloc((n_files + 1) * sizeof *v);
+    int rc = v ? 0 : -1;
+    if (!v) fprintf(stderr, CMD ": out of memory\n");
+    for (size_t i = 0; v && i < n_files; i++) {
+        struct stat st; /* lstat: a link at OUT is replaced, never written through */
+        if (lstat(files[i], &st) == 0 && S_ISREG(st.st_mode)) v[n++] = (struct ident){st.st_dev, st.st_ino, files[i]};
+    }
+    if (n > 1) qsort(v, n, sizeof *v, cmp_ident);
+    struct stat ms;
+    if (!rc && n && jb->o->manifest && stat(jb->o->manifest, &ms) == 0) {
+        struct ident key = {ms.st_dev, ms.st_ino, NULL}, *hit = bsearch(&key, v, n, sizeof *v, cmp_ident);
+        if (hit) {
+            fprintf(stderr, CMD ": the manifest %s is also %s, which this job writes (its output or a log); choose another -o\n",
+                    jb->o->manifest, hit->path);
+            rc = -1;
+        }
+    }
+    for (size_t i = 0; !rc && n && i < jb->docs.n; i++) {
+        const struct doc *d = &jb->docs.v[i];
+        if (!d->dev && !d->ino) continue;
+        struct ident key = {d->dev, d->ino, NULL}, *hit = bsearch(&key, v, n, sizeof *v, cmp_ident);
+        if (hit) {
+            fprintf(stderr, CMD ": the input %s is also %s, which this job writes (its output or a log); choose another -o\n",
+                    d->open, hit->path);
+            rc = -1;
+        }
+    }
+    free(v);
+    job_log_free_files(files, n_files);
+    return rc;
+}
+
+/* Checks the output can be written (its directory made), lists the documents, refuses an
+ * output or log that is one of them, opens this process's log and matches every record found
+ * (OUT, every log) to them: 0, or -1 after the error. All before any model is loaded. */
+static int job_prepare(struct job *jb) {
     struct sum_opts *o = jb->o;
-    jb->docs.skip_prefix = skip;
+    if (out_file_check("summarize", o->out)) return -1;
+    jb->docs.skip_prefix = jb->skip = output_prefix(o->out); /* its directory exists now */
     if (o->manifest) {
         if (doc_list_add_manifest(&jb->docs, o->manifest, stderr)) return -1;
     } else {
         for (int i = 0; i < o->n_inputs; i++)
             if (doc_list_add_path(&jb->docs, o->inputs[i])) return -1;
     }
-    if (job_log_open(&jb->log, o->out, jb->pl.shard)) return -1;
+    if (refuse_own_inputs(jb) || job_log_open(&jb->log, o->out, jb->pl.shard)) return -1;
     size_t n = jb->docs.n;
     jb->ids = malloc((n + 1) * sizeof *jb->ids);
     jb->rec_of = malloc((n + 1) * sizeof *jb->rec_of);
@@ -547,14 +602,12 @@ static int run_job(struct job *jb) {
     bool talk = !o->quiet && (pl->mode != JOB_MPI || pl->rank == 0);
     jb->show = talk;
     double t_job = cli_now();
-    char *skip = output_prefix(o->out);
     uint64_t *all = calloc((size_t)pl->size, sizeof *all);
     if (!all) {
         fprintf(stderr, CMD ": out of memory\n");
-        free(skip);
         return -1; /* an MPI rank leaves without finalizing: mpirun ends the job */
     }
-    bool prepared = job_prepare(jb, skip) == 0, ok = prepared;
+    bool prepared = job_prepare(jb) == 0, ok = prepared;
     if (pl->mode == JOB_MPI) {
         /* the first collective: no rank appends a record before every rank has read them all,
          * so every rank assigns the same documents */
@@ -583,7 +636,7 @@ static int run_job(struct job *jb) {
                 pl->shard, pl->n_shards, jb->total, jb->ok, jb->failed, jb->had, jb->tok_in, jb->tok_out, cli_now() - jb->t0);
     int status = pl->mode == JOB_MPI ? job_end_mpi(jb, ok, prepared, all, t_job) : ok ? job_end_local(jb) : 1;
     free(all);
-    free(skip);
+    free(jb->skip);
     free(jb->ids);
     free(jb->rec_of);
     free(jb->mine);
@@ -597,6 +650,7 @@ int cmd_summarize(int argc, char **argv) {
     struct sum_opts o;
     int rc = parse_args(argc, argv, &o);
     if (rc) return rc == 1 ? 0 : rc;
+    cli_check_threads("summarize", o.n_threads);
     struct job jb = {.o = &o, .pl = {JOB_ONE, -1, 1, 0, 1}};
     bool mpi = false;
     if (o.launch.mpi) {

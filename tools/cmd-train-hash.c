@@ -20,6 +20,7 @@
 #include "spotlight/model.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
+#include "tools/out-file.h"
 #include "tools/qk-data.h"
 
 static void usage(FILE *f) {
@@ -101,15 +102,9 @@ int cmd_train_hash(int argc, char **argv) {
         have_eval = stat(ev_dir, &st) == 0;
     }
     if (out) snprintf(out_path, sizeof out_path, "%s", out);
-    else {
-        char hdir[4100];
-        snprintf(hdir, sizeof hdir, "%s/hash", cache);
-        if (mkdir(hdir, 0755) != 0 && stat(hdir, &st) != 0) {
-            fprintf(stderr, "spotlight train-hash: cannot create %s\n", hdir);
-            return 1;
-        }
-        snprintf(out_path, sizeof out_path, "%s/%s.b%" PRId64 ".slhash", hdir, base, bits);
-    }
+    else snprintf(out_path, sizeof out_path, "%s/hash/%s.b%" PRId64 ".slhash", cache, base, bits);
+    /* before minutes of training: the folder made, a file creatable there */
+    if (out_file_check("train-hash", out_path)) return 1;
 
     int status = 1, rc;
     sl_model *m = NULL;

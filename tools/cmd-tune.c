@@ -21,6 +21,7 @@
 #include "tools/attn-opts.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
+#include "tools/out-file.h"
 #include "tools/tune.h"
 
 #define MAX_AXIS 8
@@ -212,17 +213,27 @@ static char *read_text(const struct tune_opts *o, size_t want, size_t *len) {
     int n = scandir(dir, &names, NULL, alphasort);
     char *buf = malloc(want + 1);
     size_t got = 0;
+    bool bad = false;
     for (int i = 0; i < n; i++) {
         size_t l = strlen(names[i]->d_name);
-        if (buf && got < want && l > 4 && !strcmp(names[i]->d_name + l - 4, ".txt")) {
+        if (buf && !bad && got < want && l > 4 && !strcmp(names[i]->d_name + l - 4, ".txt")) {
             snprintf(path, sizeof path, "%s/%s", dir, names[i]->d_name);
-            FILE *f = fopen(path, "rb");
+            int fd = cli_open_input("tune", path); /* a FIFO is refused, not waited on */
+            FILE *f = fd >= 0 ? fdopen(fd, "rb") : NULL;
             if (f) {
                 got += fread(buf + got, 1, want - got, f);
                 fclose(f);
+            } else {
+                if (fd >= 0) close(fd);
+                bad = true;
             }
         }
         free(names[i]);
+    }
+    if (bad) {
+        free(names);
+        free(buf);
+        return NULL;
     }
     free(names);
     while (buf && got > 0 && got == want && ((unsigned char)buf[got] & 0xc0) == 0x80) got--;
@@ -344,12 +355,15 @@ int cmd_tune(int argc, char **argv) {
     struct tune_opts o;
     int rc = parse_args(argc, argv, &o);
     if (rc) return rc == 1 ? 0 : rc;
+    cli_check_threads("tune", o.n_threads);
     char path[4096], csv[4200], svg[4200], store[4200];
     snprintf(csv, sizeof csv, "%s.csv", o.prefix);
     snprintf(svg, sizeof svg, "%s.svg", o.prefix);
     snprintf(store, sizeof store, "%s", o.store ? o.store : o.prefix);
     if (!o.store) strncat(store, ".slkv", sizeof store - strlen(store) - 1);
     if (cli_model_path(o.model, path, sizeof path) != 0) return 1;
+    /* before the sweep: the outputs' folders made, files creatable there */
+    if (out_file_check("tune", csv) || out_file_check("tune", svg) || out_file_check("tune", store)) return 1;
     size_t len = 0;
     char *text = read_text(&o, (size_t)o.n_ctx * 16 + 4096, &len);
     if (!text) return 1;

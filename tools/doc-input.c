@@ -34,13 +34,14 @@ static int oom(void) {
     return -1;
 }
 
-static int add_file(struct doc_list *l, const char *path, int64_t size) {
+/* st: the file's (NULL when it cannot be stat'ed: the error surfaces at doc_load). */
+static int add_file(struct doc_list *l, const char *path, const struct stat *st) {
     struct doc *d = new_doc(l);
     if (!d) return oom();
     d->id = strdup(path);
     d->path = strdup(path);
     d->open = strdup(path);
-    d->size = size;
+    if (st) d->size = st->st_size, d->dev = st->st_dev, d->ino = st->st_ino;
     return d->id && d->path && d->open ? 0 : oom();
 }
 
@@ -106,7 +107,7 @@ static int add_dir(struct doc_list *l, const char *dir, int depth) {
         struct stat st;
         if (lstat(p, &st) == 0 && !(own && !strncmp(names[i], own, own_len))) {
             if (S_ISDIR(st.st_mode)) rc = add_dir(l, p, depth + 1);
-            else if (S_ISREG(st.st_mode)) rc = add_file(l, p, st.st_size);
+            else if (S_ISREG(st.st_mode)) rc = add_file(l, p, &st);
         }
         free(p);
     }
@@ -117,8 +118,8 @@ static int add_dir(struct doc_list *l, const char *dir, int depth) {
 
 int doc_list_add_path(struct doc_list *l, const char *path) {
     struct stat st;
-    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return add_dir(l, path, 0);
-    return add_file(l, path, stat(path, &st) == 0 ? st.st_size : 0); /* errors surface at doc_load */
+    if (stat(path, &st) != 0) return add_file(l, path, NULL); /* errors surface at doc_load */
+    return S_ISDIR(st.st_mode) ? add_dir(l, path, 0) : add_file(l, path, &st);
 }
 
 /* The "id" of a line that is otherwise malformed ({"id": "x", "path": 3}), when it can be read. */
@@ -192,17 +193,43 @@ static int manifest_entry(struct doc_list *l, const char *base, size_t line_no, 
         if (d->path[0] == '/' || !base[0]) d->open = strdup(d->path);
         else if ((d->open = malloc(pl))) snprintf(d->open, pl, "%s/%s", base, d->path);
         struct stat st;
-        d->size = d->open && stat(d->open, &st) == 0 ? st.st_size : 0;
         if (!d->open) return oom();
+        if (stat(d->open, &st) == 0) d->size = st.st_size, d->dev = st.st_dev, d->ino = st.st_ino;
     }
     return d->id ? 0 : oom();
 }
 
-int doc_list_add_manifest(struct doc_list *l, const char *manifest, FILE *err) {
-    FILE *f = fopen(manifest, "rb");
-    if (!f) {
-        fprintf(stderr, "spotlight summarize: cannot read the manifest %s: %s\n", manifest, strerror(errno));
+/* Opens a regular file for reading without blocking on a FIFO: an fd, or -1 with errno set
+ * (EINVAL: not a regular file). */
+static int open_regular(const char *path, struct stat *st) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return -1;
+    if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode) || fcntl(fd, F_SETFL, 0) != 0) {
+        close(fd);
+        errno = EINVAL;
         return -1;
+    }
+    return fd;
+}
+
+int doc_list_add_manifest(struct doc_list *l, const char *manifest, FILE *err) {
+    struct stat st = {0};
+    int fd = open_regular(manifest, &st);
+    if (fd < 0) {
+        fprintf(stderr, "spotlight summarize: cannot read the manifest %s: %s\n", manifest,
+                errno == EINVAL ? "not a regular file" : strerror(errno));
+        return -1;
+    }
+    if (st.st_size > DOC_MANIFEST_MAX_BYTES) {
+        fprintf(stderr, "spotlight summarize: the manifest %s is larger than %lld bytes\n", manifest,
+                (long long)DOC_MANIFEST_MAX_BYTES);
+        close(fd);
+        return -1;
+    }
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return oom();
     }
     char *base = strdup(manifest);
     if (!base) {
@@ -399,16 +426,11 @@ size_t html_to_text(char *s, size_t n) {
 
 /* Reads a file of at most max bytes: malloc'd, NUL-terminated, or NULL with the reason. */
 static char *read_file(const char *path, int64_t max, size_t *len, char *err, size_t cap) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0) {
-        snprintf(err, cap, "cannot open: %s", strerror(errno));
-        if (fd >= 0) close(fd);
-        return NULL;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        snprintf(err, cap, "not a regular file");
-        close(fd);
+    struct stat st = {0};
+    int fd = open_regular(path, &st);
+    if (fd < 0) {
+        if (errno == EINVAL) snprintf(err, cap, "not a regular file");
+        else snprintf(err, cap, "cannot open: %s", strerror(errno));
         return NULL;
     }
     if (st.st_size > max) {

@@ -7,6 +7,7 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 struct doc {
     char *id;     /* the manifest's id, else the path as given */
@@ -15,7 +16,12 @@ struct doc {
     char *text;   /* a manifest's "text"; NULL for files */
     char *error;  /* known before reading (a malformed manifest line); NULL otherwise */
     int64_t size; /* bytes to read (for the ETA): file size, or text length */
+    dev_t dev;    /* the file's identity when it could be stat'ed as listed, else 0 */
+    ino_t ino;
 };
+
+/* The largest manifest read. */
+#define DOC_MANIFEST_MAX_BYTES (INT64_C(4) << 30)
 
 struct doc_list {
     struct doc *v; /* owned; doc_list_free frees them and their strings */
@@ -33,7 +39,8 @@ int doc_list_add_path(struct doc_list *l, const char *path);
  * "text"}; a relative path is taken from the manifest's directory. A malformed line is reported
  * on err as "manifest:LINE: reason" and becomes a document carrying that error (id "line-N"
  * unless one was readable). Blank lines are skipped. 0, or -1 after printing one error line
- * when the manifest cannot be read. */
+ * when the manifest cannot be read (missing, not a regular file, larger than
+ * DOC_MANIFEST_MAX_BYTES). */
 int doc_list_add_manifest(struct doc_list *l, const char *manifest, FILE *err);
 
 void doc_list_free(struct doc_list *l);

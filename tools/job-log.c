@@ -57,7 +57,7 @@ static int add_rec(struct job_log *j, const char *line, size_t len, const char *
     char *v[2], why[160];
     int rc = json_read_object(line, len, keys, 2, v, why, sizeof why);
     if (rc != 0 || !v[0]) {
-        fprintf(stderr, CMD ": %s:%zu: not a record (%s), ignored\n", where, line_no, rc ? why : "no \"id\"");
+        if (j->warn) fprintf(stderr, CMD ": %s:%zu: not a record (%s), ignored\n", where, line_no, rc ? why : "no \"id\"");
         free(v[0]);
         free(v[1]);
         return 0;
@@ -80,33 +80,53 @@ static int add_lines(struct job_log *j, const char *buf, size_t n, const char *w
     return 0;
 }
 
-/* The whole of fd from offset 0: malloc'd (NULL with errno set on failure). */
+/* fd from offset 0 up to its size when asked (what a writer appends meanwhile is left for the
+ * next read): malloc'd (NULL with errno set on failure). */
 static char *read_all(int fd, size_t *len) {
     struct stat st;
     if (fstat(fd, &st) != 0) return NULL;
-    size_t n = 0, cap = (size_t)st.st_size + 1;
-    char *buf = malloc(cap);
-    while (buf) {
-        ssize_t r = pread(fd, buf + n, cap - n, (off_t)n);
+    if (!S_ISREG(st.st_mode)) {
+        errno = EINVAL; /* refused at open: not reached */
+        return NULL;
+    }
+    if ((uint64_t)st.st_size >= SIZE_MAX) {
+        errno = EFBIG;
+        return NULL;
+    }
+    size_t n = 0, size = (size_t)st.st_size;
+    char *buf = malloc(size + 1);
+    while (buf && n < size) {
+        ssize_t r = pread(fd, buf + n, size - n, (off_t)n);
         if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) {
-            if (r < 0) {
-                int e = errno;
-                free(buf);
-                errno = e;
-                return NULL;
-            }
-            break;
+        if (r < 0) {
+            int e = errno;
+            free(buf);
+            errno = e;
+            return NULL;
         }
+        if (r == 0) break; /* cut short meanwhile */
         n += (size_t)r;
-        if (n == cap) {
-            char *nb = realloc(buf, cap *= 2);
-            if (!nb) free(buf);
-            buf = nb;
-        }
     }
     if (buf) *len = n;
     return buf;
+}
+
+/* Opens a job file for reading without blocking on a FIFO or following a planted device:
+ * an fd, -2 when it does not exist, or -1 after one error line. */
+static int open_regular(const char *path) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT) return -2;
+        fprintf(stderr, CMD ": cannot read %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        fprintf(stderr, CMD ": cannot read %s: not a regular file\n", path);
+        close(fd);
+        return -1;
+    }
+    return fd;
 }
 
 /* The complete lines of fd as records (a torn last line is not one): 0 or -1 (printed). */
@@ -125,12 +145,9 @@ static int add_fd(struct job_log *j, int fd, const char *path) {
 
 /* The records of a file that may be missing (OUT, another process's log): 0 or -1. */
 static int add_file(struct job_log *j, const char *path) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno == ENOENT) return 0; /* no output yet, or a log merged away meanwhile */
-        fprintf(stderr, CMD ": cannot read %s: %s\n", path, strerror(errno));
-        return -1;
-    }
+    int fd = open_regular(path);
+    if (fd == -2) return 0; /* no output yet, or a log merged away meanwhile */
+    if (fd < 0) return -1;
     int rc = add_fd(j, fd, path);
     close(fd);
     return rc;
@@ -205,6 +222,41 @@ static int list_logs(const char *out, char ***paths, size_t *n_paths) {
     return 0;
 }
 
+static char *log_name(const char *out, int32_t shard) {
+    size_t n = strlen(out) + 32;
+    char *log = malloc(n);
+    if (!log) return NULL;
+    if (shard < 0) snprintf(log, n, "%s.log", out);
+    else snprintf(log, n, "%s.shard-%" PRId32 ".log", out, shard);
+    return log;
+}
+
+int job_log_files(const char *out_path, int32_t shard, char ***paths, size_t *n) {
+    char **logs = NULL, **v = NULL;
+    size_t n_logs = 0;
+    *paths = NULL;
+    *n = 0;
+    if (list_logs(out_path, &logs, &n_logs)) return -1;
+    if (!(v = malloc((n_logs + 2) * sizeof *v))) {
+        free_list(logs, n_logs);
+        return oom();
+    }
+    v[0] = strdup(out_path);
+    v[1] = log_name(out_path, shard);
+    if (!v[0] || !v[1]) {
+        free_list(logs, n_logs);
+        free_list(v, 2);
+        return oom();
+    }
+    if (n_logs) memcpy(v + 2, logs, n_logs * sizeof *v);
+    free(logs);
+    *paths = v;
+    *n = n_logs + 2;
+    return 0;
+}
+
+void job_log_free_files(char **paths, size_t n) { free_list(paths, n); }
+
 /* This process's own log, read through its locked fd: a torn last line is cut off. */
 static int read_own_log(struct job_log *j) {
     size_t len = 0;
@@ -233,18 +285,23 @@ int job_log_open(struct job_log *j, const char *out_path, int32_t shard) {
     memset(j, 0, sizeof *j);
     j->fd = -1;
     j->size = -1;
-    size_t n = strlen(out_path) + 32;
-    if (!(j->out = strdup(out_path)) || !(j->log = malloc(n))) return oom();
-    if (shard < 0) snprintf(j->log, n, "%s.log", out_path);
-    else snprintf(j->log, n, "%s.shard-%" PRId32 ".log", out_path, shard);
+    if (!(j->out = strdup(out_path)) || !(j->log = log_name(out_path, shard))) return oom();
     struct stat st;
     if (stat(out_path, &st) == 0 && !S_ISREG(st.st_mode)) {
         fprintf(stderr, CMD ": cannot write %s: not a regular file\n", out_path);
         return -1;
     }
-    j->fd = open(j->log, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0666);
+    /* O_NOFOLLOW: a link planted at the log's name must not send the records into another
+     * file; O_NONBLOCK: a FIFO there must not hang the open (it is refused just after) */
+    j->fd = open(j->log, O_RDWR | O_CREAT | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0666);
     if (j->fd < 0) {
-        fprintf(stderr, CMD ": cannot write %s: %s\n", j->log, strerror(errno));
+        fprintf(stderr, CMD ": cannot write %s: %s\n", j->log, errno == ELOOP ? "it is a symbolic link" : strerror(errno));
+        return -1;
+    }
+    if (fstat(j->fd, &st) != 0 || !S_ISREG(st.st_mode) || fcntl(j->fd, F_SETFL, O_APPEND) != 0) {
+        fprintf(stderr, CMD ": cannot write %s: not a regular file\n", j->log);
+        close(j->fd);
+        j->fd = -1;
         return -1;
     }
     if (flock(j->fd, LOCK_EX | LOCK_NB) != 0) {
@@ -253,6 +310,7 @@ int job_log_open(struct job_log *j, const char *out_path, int32_t shard) {
         return -1;
     }
     j->locked = true;
+    j->warn = true; /* lines that are not records are reported once, here */
     /* the log's name must survive a crash as well as its records */
     if (sl_fsync_parent_dir(j->log) != 0) {
         fprintf(stderr, CMD ": cannot sync the directory of %s\n", j->log);
@@ -351,12 +409,8 @@ static void free_recs(struct job_log *j) {
 /* Locks the log at path for the merge: an fd, -2 when the log is gone (another process merged
  * it), or -1 after one error line. Waits up to LOCK_WAIT_S for an owner still closing it. */
 static int lock_log(const char *path) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno == ENOENT) return -2;
-        fprintf(stderr, CMD ": cannot read %s: %s\n", path, strerror(errno));
-        return -1;
-    }
+    int fd = open_regular(path);
+    if (fd < 0) return fd;
     for (int waited_ms = 0;; waited_ms += 100) {
         if (flock(fd, LOCK_EX | LOCK_NB) == 0) break;
         if (errno != EWOULDBLOCK || waited_ms >= LOCK_WAIT_S * 1000) {

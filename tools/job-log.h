@@ -44,6 +44,7 @@ struct job_log {
     int64_t size;        /* bytes of complete records in the log; -1 before it is read */
     bool locked;         /* this job holds the log's lock */
     bool committed;      /* OUT written, the logs removed */
+    bool warn;           /* report lines that are not records (job_log_open's reading only) */
     struct job_rec *v;   /* OUT's records, then the logs', then appended ones */
     size_t n, cap;
 };
@@ -53,6 +54,12 @@ struct job_log {
  * are not records). 0, or -1 after one error line (cannot write, locked by another job, out of
  * memory). */
 int job_log_open(struct job_log *j, const char *out_path, int32_t shard);
+
+/* The names of the files a job writing out_path may write or remove: OUT, this process's log
+ * (existing or not) and every log of OUT now in its directory; malloc'd (job_log_free_files).
+ * 0, or -1 after one error line. Callers check that none of them is one of the inputs. */
+int job_log_files(const char *out_path, int32_t shard, char ***paths, size_t *n);
+void job_log_free_files(char **paths, size_t n);
 
 /* rec_of[i]: the record of document i (ids in input order), or -1. */
 int job_log_match(const struct job_log *j, char *const *ids, size_t n, int64_t *rec_of);

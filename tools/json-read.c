@@ -120,6 +120,10 @@ static int parse_string(struct reader *r, char **out) {
         }
         uint32_t cp, lo;
         if (hex4(r, &cp)) goto fail_free;
+        if (cp >= 0xDC80 && cp <= 0xDCFF) { /* a byte that is not UTF-8 (json-writer.c) */
+            if (o) *o++ = (char)(cp - 0xDC00);
+            continue;
+        }
         if (cp >= 0xDC00 && cp <= 0xDFFF) goto bad_surrogate;
         if (cp >= 0xD800 && cp <= 0xDBFF) {
             if (r->end - r->p < 2 || r->p[0] != '\\' || r->p[1] != 'u') goto bad_surrogate;

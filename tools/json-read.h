@@ -12,7 +12,10 @@
  * frees it), or NULL when the key is absent or null; a key given twice keeps the last value.
  * Returns 0, or -1 with a short reason ("expected ':' at column 7", "\"id\" is not a string")
  * in err, every vals[i] NULL then. Strings holding U+0000, lone surrogates, raw control
- * characters or invalid UTF-8 are refused; nesting deeper than 64 is refused. */
+ * characters or invalid UTF-8 are refused; nesting deeper than 64 is refused. One exception:
+ * a lone \udc80..\udcff escape is the raw byte 0x80..0xff (Python's "surrogateescape", as
+ * json-writer.c writes bytes that are not UTF-8), so a file name that is not UTF-8 reads back
+ * as it was written; a value may then hold such bytes. */
 int json_read_object(const char *s, size_t len, const char *const *keys, int n, char **vals, char *err,
                      size_t errcap);
 

@@ -2,6 +2,9 @@
 #include "tools/json-writer.h"
 
 #include <math.h>
+#include <string.h>
+
+#include "tools/json-read.h"
 
 void json_init(struct json_writer *w, FILE *f) {
     w->f = f;
@@ -9,21 +12,28 @@ void json_init(struct json_writer *w, FILE *f) {
     w->need_comma[0] = false;
 }
 
+/* A JSON string; bytes that are not UTF-8 (a file name can hold any) are written as the lone
+ * low surrogates \udc80..\udcff (Python's "surrogateescape"), which json-read.c turns back
+ * into the bytes: every C string survives the trip. */
 static void put_string(FILE *f, const char *s) {
+    const size_t n = strlen(s);
     fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        switch (*p) {
-        case '"': fputs("\\\"", f); break;
-        case '\\': fputs("\\\\", f); break;
-        case '\n': fputs("\\n", f); break;
-        case '\r': fputs("\\r", f); break;
-        case '\t': fputs("\\t", f); break;
-        default:
-            if (*p < 0x20)
-                fprintf(f, "\\u%04x", *p);
-            else
-                fputc(*p, f);
+    for (size_t i = 0; i < n;) {
+        const size_t valid = i + utf8_valid_prefix(s + i, n - i);
+        for (; i < valid; i++) {
+            const unsigned char c = (unsigned char)s[i];
+            switch (c) {
+            case '"': fputs("\\\"", f); break;
+            case '\\': fputs("\\\\", f); break;
+            case '\n': fputs("\\n", f); break;
+            case '\r': fputs("\\r", f); break;
+            case '\t': fputs("\\t", f); break;
+            default:
+                if (c < 0x20) fprintf(f, "\\u%04x", c);
+                else fputc(c, f);
+            }
         }
+        if (i < n) fprintf(f, "\\udc%02x", (unsigned char)s[i++]);
     }
     fputc('"', f);
 }

@@ -9,7 +9,7 @@
 
 int out_file_open(struct out_file *o, const char *cmd, const char *path) {
     memset(o, 0, sizeof *o);
-    if (sl_atomic_file_open(&o->file, path) != 0) {
+    if (sl_mkdir_parents(path) != 0 || sl_atomic_file_open(&o->file, path) != 0) {
         fprintf(stderr, "spotlight %s: %s\n", cmd, sl_error_detail());
         return -1;
     }
@@ -20,6 +20,14 @@ int out_file_open(struct out_file *o, const char *cmd, const char *path) {
         if (fd >= 0) close(fd);
         fprintf(stderr, "spotlight %s: cannot create %s: out of descriptors or memory\n", cmd, path);
         out_file_abort(o);
+        return -1;
+    }
+    return 0;
+}
+
+int out_file_check(const char *cmd, const char *path) {
+    if (sl_atomic_file_check(path) != 0) {
+        fprintf(stderr, "spotlight %s: %s\n", cmd, sl_error_detail());
         return -1;
     }
     return 0;

@@ -15,10 +15,14 @@ struct out_file {
     struct sl_atomic_file file;
 };
 
-/* 0, or -1 after printing "spotlight <cmd>: cannot create ...". */
+/* Creates the folder of path if missing (mkdir -p); 0, or -1 after printing
+ * "spotlight <cmd>: cannot create ...". */
 int out_file_open(struct out_file *o, const char *cmd, const char *path);
 /* Makes the file appear at its path: 0, or -1 after printing the error (nothing renamed). */
 int out_file_commit(struct out_file *o, const char *cmd);
+/* Before the work that ends in writing path: creates its directory and checks a temporary can
+ * be made beside it (sl_atomic_file_check). 0, or -1 after printing "spotlight <cmd>: ...". */
+int out_file_check(const char *cmd, const char *path);
 /* Closes and removes the temporary. Safe after commit and on a zeroed struct. */
 void out_file_abort(struct out_file *o);
 

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "tools/cli.h"
 #include "tools/commands.h"
 
 static const struct command {
@@ -31,6 +32,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    cli_catch_sigbus();
     if (argc < 2) {
         fprintf(stderr, "spotlight: no command given (see 'spotlight --help')\n");
         return 2;
