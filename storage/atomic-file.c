@@ -37,7 +37,10 @@ int sl_mkdir_all(const char *dir) {
         if (*p != '/' && *p != '\0') continue;
         char c = *p;
         *p = '\0';
-        if (p[-1] != '/' && mkdir(buf, 0777) != 0 && errno != EEXIST) err = -errno;
+        if (p[-1] != '/') {
+            if (mkdir(buf, 0777) == 0) err = sl_fsync_parent_dir(buf); /* the new entry survives a crash */
+            else if (errno != EEXIST) err = -errno;
+        }
         if (err) {
             err = sl_fail(err, "cannot create the directory %s: %s", buf, strerror(-err));
             break;

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/internal.h"
+#include "storage/atomic-file.h"
 #include "storage/crc32c.h"
 #include "storage/kv-store-internal.h"
 #include "storage/fs-sync.h"
@@ -261,7 +262,8 @@ static int rename_into_place(const char *tmp, const char *path, bool overwrite) 
  * (made if missing), no other writer, no stale temporaries. */
 static int writer_prologue(struct sl_kv_store *s, bool make_parent) {
     int err = sl_kv_path_check_name(s->path);
-    if (!err && make_parent) err = sl_kv_path_make_parent(s->path);
+    if (!err && make_parent && (err = sl_mkdir_parents(s->path)))
+        err = sl_fail(err, "cannot create KV store %s: %s", s->path, sl_error_detail());
     if (!err) err = sl_kv_path_lock(s->path, true, &s->lock_fd);
     if (!err) sl_kv_path_remove_stale(s->path);
     return err;

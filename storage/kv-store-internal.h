@@ -143,8 +143,6 @@ const uint8_t *sl_kv_file_window_block(const struct sl_kv_store *s, int32_t laye
 /* names around the store file (kv-store-path.c) */
 /* The store's name leaves room for its suffixes under NAME_MAX; not a folder name. */
 int sl_kv_path_check_name(const char *path);
-/* mkdir -p of the folder holding path. */
-int sl_kv_path_make_parent(const char *path);
 /* Locks PATH.lock (created if missing): exclusive for a writer (records this PID), shared for
  * a reader. -EBUSY with a detail naming the holder when another has it. */
 int sl_kv_path_lock(const char *path, bool exclusive, int *fd);

@@ -57,38 +57,6 @@ int sl_kv_path_check_name(const char *path) {
     return 0;
 }
 
-/* mkdir -p of the folder holding path; each new folder's entry synced into its parent. */
-int sl_kv_path_make_parent(const char *path) {
-    size_t dir_len;
-    base_name(path, &dir_len);
-    if (dir_len == 0) return 0;
-    char *dir = strndup(path, dir_len);
-    if (!dir) return sl_fail(SL_ENOMEM, "out of memory");
-    int err = 0;
-    for (char *p = dir + 1; !err; p++) {
-        bool end = *p == '\0';
-        if (*p != '/' && !end) continue;
-        *p = '\0';
-        struct stat st;
-        if (stat(dir, &st) == 0) {
-            if (!S_ISDIR(st.st_mode))
-                err = sl_fail(-ENOTDIR, "cannot create KV store %s: %s is not a folder", path, dir);
-        } else if (errno != ENOENT) {
-            err = sl_fail(-errno, "cannot create KV store %s: %s: %s", path, dir, strerror(errno));
-        } else if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
-            err = sl_fail(-errno, "cannot create the folder %s for KV store %s: %s", dir, path,
-                          strerror(errno));
-        } else {
-            int e = sl_fsync_parent_dir(dir);
-            if (e) err = sl_fail(e, "cannot create KV store %s: %s", path, sl_error_detail());
-        }
-        if (end) break;
-        *p = '/';
-    }
-    free(dir);
-    return err;
-}
-
 static char *with_suffix(const char *path, const char *suffix) {
     size_t n = strlen(path) + strlen(suffix) + 1;
     char *s = malloc(n);
