@@ -14,32 +14,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "tests/test-fs.h"
 #include "spotlight/error.h"
 #include "storage/atomic-file.h"
-
-static char *tmpdir(void) {
-    char *d = strdup("/tmp/sl-atomic-XXXXXX");
-    cr_assert_not_null(mkdtemp(d));
-    return d;
-}
-
-static void rm_all(char *d) {
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
-    cr_assert_eq(system(cmd), 0);
-    free(d);
-}
-
-static int count_entries(const char *dir) {
-    DIR *d = opendir(dir);
-    cr_assert_not_null(d);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
-    closedir(d);
-    return n;
-}
 
 static void write_file(const char *path, const char *text) {
     struct sl_atomic_file f;
@@ -59,7 +36,7 @@ static void expect_text(const char *path, const char *text) {
 }
 
 Test(atomic_file, creates_missing_folders) {
-    char *dir = tmpdir(), path[512];
+    char *dir = test_tmpdir("atomic"), path[512];
     snprintf(path, sizeof path, "%s/a/b/c/out.txt", dir);
     cr_assert_eq(sl_atomic_file_check(path), 0, "%s", sl_error_detail());
     write_file(path, "hello");
@@ -67,12 +44,12 @@ Test(atomic_file, creates_missing_folders) {
     snprintf(path, sizeof path, "%s/x/y/out.txt", dir);
     cr_assert_eq(sl_atomic_file_check(path), 0, "%s", sl_error_detail());
     snprintf(path, sizeof path, "%s/x/y", dir);
-    cr_assert_eq(count_entries(path), 0, "the check left a file behind");
-    rm_all(dir);
+    cr_assert_eq(test_dir_entries(path), 0, "the check left a file behind");
+    test_rmtree(dir);
 }
 
 Test(atomic_file, planted_links_at_guessable_names) {
-    char *dir = tmpdir(), path[512], victim[512], link[600];
+    char *dir = test_tmpdir("atomic"), path[512], victim[512], link[600];
     snprintf(path, sizeof path, "%s/out.txt", dir);
     snprintf(victim, sizeof victim, "%s/victim", dir);
     FILE *v = fopen(victim, "wb");
@@ -86,29 +63,29 @@ Test(atomic_file, planted_links_at_guessable_names) {
     write_file(path, "new");
     expect_text(path, "new");
     expect_text(victim, "precious");
-    cr_assert_eq(count_entries(dir), 10, "out.txt, victim and the 8 links");
-    rm_all(dir);
+    cr_assert_eq(test_dir_entries(dir), 10, "out.txt, victim and the 8 links");
+    test_rmtree(dir);
 }
 
 Test(atomic_file, long_names_within_the_limit) {
-    char *dir = tmpdir(), path[1024], name[NAME_MAX + 2];
+    char *dir = test_tmpdir("atomic"), path[1024], name[NAME_MAX + 2];
     memset(name, 'n', NAME_MAX);
     name[NAME_MAX] = '\0';
     snprintf(path, sizeof path, "%s/%s", dir, name); /* the longest legal name */
     cr_assert_eq(sl_atomic_file_check(path), 0, "%s", sl_error_detail());
     write_file(path, "long");
     expect_text(path, "long");
-    cr_assert_eq(count_entries(dir), 1);
+    cr_assert_eq(test_dir_entries(dir), 1);
     name[NAME_MAX] = 'n';
     name[NAME_MAX + 1] = '\0';
     snprintf(path, sizeof path, "%s/%s", dir, name); /* one byte too many */
     cr_assert_eq(sl_atomic_file_check(path), -ENAMETOOLONG);
     cr_assert_not_null(strstr(sl_error_detail(), "nnnn"), "%s", sl_error_detail());
-    rm_all(dir);
+    test_rmtree(dir);
 }
 
 Test(atomic_file, check_refuses_bad_targets) {
-    char *dir = tmpdir(), path[512], file[512];
+    char *dir = test_tmpdir("atomic"), path[512], file[512];
     snprintf(path, sizeof path, "%s/sub", dir);
     cr_assert_eq(mkdir(path, 0777), 0);
     cr_assert_eq(sl_atomic_file_check(path), -EISDIR); /* a directory */
@@ -132,6 +109,6 @@ Test(atomic_file, check_refuses_bad_targets) {
     cr_assert(S_ISREG(st.st_mode));
     cr_assert_eq(stat(file, &st), 0);
     cr_assert_eq(st.st_size, 0, "the link's target was written through");
-    cr_assert_eq(count_entries(dir), 4);
-    rm_all(dir);
+    cr_assert_eq(test_dir_entries(dir), 4);
+    test_rmtree(dir);
 }

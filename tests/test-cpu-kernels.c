@@ -210,11 +210,18 @@ Test(attention, decode_and_prefill_paths_match_naive) {
           *r = malloc(sizeof(float) * 64 * n_head * hd);
     for (int64_t i = 0; i < 64 * n_head * hd; i++) q[i] = frand() * 2;
     struct { int64_t n, pos0; } cases[] = {{1, 0}, {1, 1}, {1, 299}, {3, 100}, {8, 5}, {9, 0}, {64, 236}, {40, 17}};
-    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        cr_assert_eq(sl_cpu_attention(p, &s, &kv, 1, q, cases[c].n, cases[c].pos0, n_head, o), 0);
-        naive_attention(&kv, 1, q, cases[c].n, cases[c].pos0, n_head, r);
-        for (int64_t i = 0; i < cases[c].n * n_head * hd; i++)
-            cr_assert(fabsf(o[i] - r[i]) <= 2e-5f + 1e-4f * fabsf(r[i]), "case %zu i %ld: %g vs %g", c, (long)i, o[i], r[i]);
+    /* every f16 path this CPU runs: scalar, then F16C + FMA where present */
+    const int n_paths = sl_cpu_use_avx2() ? 2 : 1;
+    for (int path = 0; path < n_paths; path++) {
+        int prev = sl_cpu_force_scalar(path == 0);
+        for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+            cr_assert_eq(sl_cpu_attention(p, &s, &kv, 1, q, cases[c].n, cases[c].pos0, n_head, o), 0);
+            naive_attention(&kv, 1, q, cases[c].n, cases[c].pos0, n_head, r);
+            for (int64_t i = 0; i < cases[c].n * n_head * hd; i++)
+                cr_assert(fabsf(o[i] - r[i]) <= 2e-5f + 1e-4f * fabsf(r[i]), "%s path, case %zu i %ld: %g vs %g",
+                          path ? "avx2" : "scalar", c, (long)i, o[i], r[i]);
+        }
+        sl_cpu_force_scalar(prev);
     }
     cr_assert_eq(sl_cpu_attention(p, &s, &kv, 1, q, 2, ctx - 1, n_head, o), SL_EBOUNDS);
     sl_attn_scratch_free(&s);

@@ -1,9 +1,9 @@
 /* Every run-time dispatched CPU kernel on every path this CPU can run, forced one by one, against
  * a plain double-precision (or bit-exact) reference: the f16 row kernels of the attention
- * (F16C + FMA or scalar), CRC32C of the KV store (SSE4.2 or slicing-by-8), and the attention
- * itself with each f16 path. The other dispatched kernels are forced in their own suites:
- * Hamming scan scalar/AVX2/AVX-512 and top-k compaction (test-hash-topk), quantized dots and
- * activation quantization (test-cpu-kernels), hash encode and code packing (test-hash).
+ * (F16C + FMA or scalar) and CRC32C of the KV store (SSE4.2 or slicing-by-8). The other
+ * dispatched kernels are forced in their own suites: Hamming scan scalar/AVX2/AVX-512 and top-k
+ * compaction (test-hash-topk), quantized dots, activation quantization and the attention on
+ * each f16 path (test-cpu-kernels), hash encode and code packing (test-hash).
  * Each test logs the paths it ran, so a log says what this machine covered. */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -12,12 +12,9 @@
 #include <string.h>
 
 #include "spotlight/quant.h"
-#include "core/kv-cache.h"
-#include "cpu/attention.h"
 #include "cpu/dispatch.h"
 #include "cpu/f16-row.h"
 #include "cpu/hamming.h"
-#include "cpu/threadpool.h"
 #include "storage/crc32c.h"
 
 static uint64_t rng_state = 5;
@@ -104,67 +101,6 @@ Test(dispatch, f16_rows_every_path) {
     free(y);
     free(y0);
     free(x);
-}
-
-/* Decode (one row) and prefill (several rows) attention on every f16 path against a naive
- * double-precision softmax attention over the same f16 cache. */
-Test(dispatch, attention_every_path) {
-    sl_threadpool *pool;
-    cr_assert_eq(sl_threadpool_create(2, 0, &pool), 0);
-    struct sl_attn_scratch s = {0};
-    struct sl_kv_cache kv;
-    const int n_head = 4, n_kv = 2, hd = 64, ctx = 200, G = n_head / n_kv;
-    cr_assert_eq(sl_kv_cache_init(&kv, 1, n_kv, hd, ctx), 0);
-    float *k = malloc(sizeof(float) * ctx * n_kv * hd), *v = malloc(sizeof(float) * ctx * n_kv * hd);
-    for (int64_t i = 0; i < (int64_t)ctx * n_kv * hd; i++) {
-        k[i] = frand() * 2;
-        v[i] = frand();
-    }
-    cr_assert_eq(sl_kv_cache_write(&kv, 0, 0, ctx, k, v), 0);
-    const int64_t rows = 5;
-    float *q = malloc(sizeof(float) * rows * n_head * hd), *o = malloc(sizeof(float) * rows * n_head * hd);
-    for (int64_t i = 0; i < rows * n_head * hd; i++) q[i] = frand() * 2;
-    double *sc = malloc(sizeof(double) * ctx);
-    const struct { int64_t n, pos0; } cases[] = {{1, 0}, {1, 150}, {1, ctx - 1}, {rows, 37}, {rows, ctx - rows}};
-    for (int path = 0; path < n_paths(); path++) {
-        int prev = sl_cpu_force_scalar(path == 0);
-        for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
-            cr_assert_eq(sl_cpu_attention(pool, &s, &kv, 0, q, cases[c].n, cases[c].pos0, n_head, o), 0);
-            for (int64_t t = 0; t < cases[c].n; t++)
-                for (int hh = 0; hh < n_head; hh++) {
-                    const int64_t len = cases[c].pos0 + t + 1;
-                    const int kvh = hh / G;
-                    const uint16_t *kc = sl_kv_cache_k(&kv, 0, kvh, 0), *vc = sl_kv_cache_v(&kv, 0, kvh, 0);
-                    const float *qr = q + (t * n_head + hh) * hd;
-                    double mx = -INFINITY, sum = 0;
-                    for (int64_t j = 0; j < len; j++) {
-                        double d = 0;
-                        for (int e = 0; e < hd; e++)
-                            d += (double)sl_f16_to_f32(sl_f32_to_f16(qr[e])) * sl_f16_to_f32(kc[j * hd + e]);
-                        sc[j] = d / sqrt((double)hd);
-                        mx = fmax(mx, sc[j]);
-                    }
-                    for (int64_t j = 0; j < len; j++) sum += sc[j] = exp(sc[j] - mx);
-                    for (int e = 0; e < hd; e++) {
-                        double w = 0;
-                        for (int64_t j = 0; j < len; j++) w += sc[j] / sum * sl_f16_to_f32(vc[j * hd + e]);
-                        const float got = o[(t * n_head + hh) * hd + e];
-                        cr_assert(fabs(got - w) <= 3e-5 + 1e-4 * fabs(w), "%s case %zu row %lld head %d [%d]: %g vs %g",
-                                  path_name(path), c, (long long)t, hh, e, got, w);
-                    }
-                }
-        }
-        sl_cpu_force_scalar(prev);
-        cr_log_info("attention: %s path checked", path_name(path));
-    }
-    sl_attn_scratch_free(&s);
-    sl_kv_cache_free(&kv);
-    sl_threadpool_free(pool);
-    free(k);
-    free(v);
-    free(q);
-    free(o);
-    free(sc);
 }
 
 /* CRC32C: the automatic path (SSE4.2 where present) equals the portable one on every length

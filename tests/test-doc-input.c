@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "tests/test-fs.h"
 #include "tools/doc-input.h"
 #include "tools/json-read.h"
 #include "tools/json-writer.h"
@@ -139,19 +140,6 @@ Test(html, to_text) {
     html_is("<p>unclosed <script>never closed", "unclosed");
 }
 
-static char *tmpdir(void) {
-    char *d = strdup("/tmp/sl-docinput-XXXXXX");
-    cr_assert_not_null(mkdtemp(d));
-    return d;
-}
-
-static void rm_all(char *d) {
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
-    cr_assert_eq(system(cmd), 0);
-    free(d);
-}
-
 static void put(const char *dir, const char *name, const char *bytes, size_t n) {
     char p[512];
     snprintf(p, sizeof p, "%s/%s", dir, name);
@@ -172,7 +160,7 @@ static void load_fails(const char *dir, const char *name, int64_t max, const cha
 }
 
 Test(doc, load_and_reasons) {
-    char *dir = tmpdir();
+    char *dir = test_tmpdir("docinput");
     put(dir, "ok.txt", "\xef\xbb\xbf  hello\r\n world \n\n", 20);
     put(dir, "page.htm", "<p>a&amp;b</p>", 14);
     put(dir, "sniff.txt", "\n <!DOCTYPE html><p>x</p>", 25);
@@ -212,11 +200,11 @@ Test(doc, load_and_reasons) {
     struct doc bad = {.id = "x", .error = "manifest line 3: bad"};
     cr_assert_null(doc_load(&bad, 100, &n, err, sizeof err));
     cr_assert_str_eq(err, "manifest line 3: bad");
-    rm_all(dir);
+    test_rmtree(dir);
 }
 
 Test(doc, directories_sorted_without_own_files) {
-    char *dir = tmpdir(), p[512], skip[600];
+    char *dir = test_tmpdir("docinput"), p[512], skip[600];
     snprintf(p, sizeof p, "%s/sub", dir);
     cr_assert_eq(mkdir(p, 0777), 0);
     put(dir, "b.txt", "b", 1);
@@ -241,11 +229,11 @@ Test(doc, directories_sorted_without_own_files) {
         cr_assert_eq(l.v[i].size, 1);
     }
     doc_list_free(&l);
-    rm_all(dir);
+    test_rmtree(dir);
 }
 
 Test(doc, manifest_lines) {
-    char *dir = tmpdir();
+    char *dir = test_tmpdir("docinput");
     const char m[] = "{\"id\": \"t1\", \"text\": \"hello \\u00e9\"}\n"
                      "\n"
                      "{\"id\": \"m2\", \"path\": 3}\n"
@@ -286,13 +274,13 @@ Test(doc, manifest_lines) {
     cr_assert_str_eq(l.v[6].open, "/etc/hostname");
     doc_list_free(&l);
     cr_assert_eq(doc_list_add_manifest(&l, "/nonexistent/jobs.jsonl", stderr), -1);
-    rm_all(dir);
+    test_rmtree(dir);
 }
 
 /* A FIFO, a device or /dev/zero given as a document or manifest is refused at once: opening a
  * FIFO for reading would wait for a writer forever, and /dev/zero never ends. */
 Test(doc, fifos_and_devices_refused, .timeout = 10) {
-    char *dir = tmpdir(), p[512], err[256];
+    char *dir = test_tmpdir("docinput"), p[512], err[256];
     snprintf(p, sizeof p, "%s/pipe.txt", dir);
     cr_assert_eq(mkfifo(p, 0666), 0);
     size_t n;
@@ -309,5 +297,5 @@ Test(doc, fifos_and_devices_refused, .timeout = 10) {
     cr_assert_eq(l.n, 0);
     fclose(e);
     doc_list_free(&l);
-    rm_all(dir);
+    test_rmtree(dir);
 }

@@ -14,21 +14,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "tests/test-fs.h"
 #include "tools/job-log.h"
 #include "tools/json-writer.h"
-
-static char *tmpdir(void) {
-    char *d = strdup("/tmp/sl-joblog-XXXXXX");
-    cr_assert_not_null(mkdtemp(d));
-    return d;
-}
-
-static void rm_all(char *d) {
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
-    cr_assert_eq(system(cmd), 0);
-    free(d);
-}
 
 static char *slurp(const char *path) {
     FILE *f = fopen(path, "rb");
@@ -47,7 +35,7 @@ static void append(struct job_log *j, const char *id, bool failed) {
 }
 
 Test(job_log, append_reopen_torn_commit) {
-    char *dir = tmpdir(), out[512], logp[520];
+    char *dir = test_tmpdir("joblog"), out[512], logp[520];
     snprintf(out, sizeof out, "%s/out.jsonl", dir);
     snprintf(logp, sizeof logp, "%s.log", out);
     struct job_log j;
@@ -86,11 +74,11 @@ Test(job_log, append_reopen_torn_commit) {
     cr_assert_eq(job_log_open(&j, out, -1), 0);
     cr_assert_eq(j.n, 3);
     job_log_close(&j);
-    rm_all(dir);
+    test_rmtree(dir);
 }
 
 Test(job_log, first_record_wins_and_repeated_ids) {
-    char *dir = tmpdir(), out[512], logp[520];
+    char *dir = test_tmpdir("joblog"), out[512], logp[520];
     snprintf(out, sizeof out, "%s/out.jsonl", dir);
     snprintf(logp, sizeof logp, "%s.log", out);
     /* a crash between the output's rename and the log's removal: both hold the records */
@@ -111,11 +99,11 @@ Test(job_log, first_record_wins_and_repeated_ids) {
     cr_assert_eq(rec_of[2], 1);
     cr_assert_eq(rec_of[3], 2);
     job_log_close(&j);
-    rm_all(dir);
+    test_rmtree(dir);
 }
 
 Test(job_log, one_job_at_a_time_and_bad_places) {
-    char *dir = tmpdir(), out[512];
+    char *dir = test_tmpdir("joblog"), out[512];
     snprintf(out, sizeof out, "%s/out.jsonl", dir);
     struct job_log a, b;
     cr_assert_eq(job_log_open(&a, out, -1), 0);
@@ -138,11 +126,11 @@ Test(job_log, one_job_at_a_time_and_bad_places) {
     memset(&z, 0, sizeof z);
     job_log_close(&z); /* a zeroed struct: must not close fd 0 */
     cr_assert_eq(fcntl(0, F_GETFD), fd0);
-    rm_all(dir);
+    test_rmtree(dir);
 }
 
 Test(job_log, shards_read_each_other_and_merge) {
-    char *dir = tmpdir(), out[512], p0[530], p1[530], old[530];
+    char *dir = test_tmpdir("joblog"), out[512], p0[530], p1[530], old[530];
     snprintf(out, sizeof out, "%s/out.jsonl", dir);
     snprintf(p0, sizeof p0, "%s.shard-0.log", out);
     snprintf(p1, sizeof p1, "%s.shard-1.log", out);
@@ -213,13 +201,13 @@ Test(job_log, shards_read_each_other_and_merge) {
     text = slurp(out);
     cr_assert(strstr(text, "{\"id\":\"d\",\"error\":null}\n") != NULL);
     free(text);
-    rm_all(dir);
+    test_rmtree(dir);
 }
 
 /* A link or FIFO planted at the log's name: the job refuses it, never appending to or cutting
  * the file the link points to, and never waiting on the FIFO. */
 Test(job_log, planted_log_refused, .timeout = 10) {
-    char *dir = tmpdir(), out[512], logp[520], victim[520];
+    char *dir = test_tmpdir("joblog"), out[512], logp[520], victim[520];
     snprintf(out, sizeof out, "%s/out.jsonl", dir);
     snprintf(logp, sizeof logp, "%s.log", out);
     snprintf(victim, sizeof victim, "%s/victim", dir);
@@ -247,13 +235,13 @@ Test(job_log, planted_log_refused, .timeout = 10) {
     cr_assert_eq(mkfifo(other, 0666), 0);
     cr_assert_eq(job_log_open(&j, out, 0), -1);
     job_log_close(&j);
-    rm_all(dir);
+    test_rmtree(dir);
 }
 
 /* A record whose id is not UTF-8 (a file name can be any bytes) is read back with the same id:
  * a rerun finds it and the job can finish. */
 Test(job_log, ids_that_are_not_utf8) {
-    char *dir = tmpdir(), out[512];
+    char *dir = test_tmpdir("joblog"), out[512];
     snprintf(out, sizeof out, "%s/out.jsonl", dir);
     char *ids[] = {"docs/caf\xe9.txt", "docs/\xff\xfe"};
     struct job_log j;
@@ -281,5 +269,5 @@ Test(job_log, ids_that_are_not_utf8) {
     job_log_close(&j);
     struct stat st;
     cr_assert_eq(stat(out, &st), 0, "the output was not written");
-    rm_all(dir);
+    test_rmtree(dir);
 }

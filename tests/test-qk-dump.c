@@ -8,24 +8,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "tests/test-fs.h"
 #include "core/qk-dump.h"
 #include "spotlight/error.h"
 #include "spotlight/quant.h"
 
 static const struct sl_qk_shape SHAPE = {.n_layer = 2, .n_head = 3, .n_head_kv = 1, .head_dim = 8, .seq_len = 10};
-
-static char *tmpdir(void) {
-    char *d = strdup("/tmp/sl-qkdump-XXXXXX");
-    cr_assert_not_null(mkdtemp(d));
-    return d;
-}
-
-static void rmdir_all(char *d) {
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
-    cr_assert_eq(system(cmd), 0);
-    free(d);
-}
 
 /* value of (seq, pos, layer, q?, head, j): varies with every index and is exactly
  * representable in f16 (magnitude < 64, steps of 1/8) */
@@ -48,7 +36,7 @@ static void feed(struct sl_qk_writer *w, int s, int chunk) {
 }
 
 Test(qk_dump, round_trip) {
-    char *dir = tmpdir();
+    char *dir = test_tmpdir("qkdump");
     uint8_t fp[32];
     for (int i = 0; i < 32; i++) fp[i] = (uint8_t)(i * 7);
     struct sl_qk_writer *w;
@@ -77,11 +65,11 @@ Test(qk_dump, round_trip) {
                 }
         sl_qk_dump_close(&d);
     }
-    rmdir_all(dir);
+    test_rmtree(dir);
 }
 
 Test(qk_dump, incomplete_and_unfinished) {
-    char *dir = tmpdir();
+    char *dir = test_tmpdir("qkdump");
     struct sl_qk_writer *w;
     cr_assert_eq(sl_qk_writer_open(dir, &SHAPE, NULL, &w), 0);
     float q[24] = {0}, k[8] = {0};
@@ -93,11 +81,11 @@ Test(qk_dump, incomplete_and_unfinished) {
     char cmd[256];
     snprintf(cmd, sizeof cmd, "test -z \"$(ls -A '%s')\"", dir);
     cr_assert_eq(system(cmd), 0, "an unfinished dump left files behind");
-    rmdir_all(dir);
+    test_rmtree(dir);
 }
 
 Test(qk_dump, damaged_files_rejected) {
-    char *dir = tmpdir();
+    char *dir = test_tmpdir("qkdump");
     struct sl_qk_writer *w;
     cr_assert_eq(sl_qk_writer_open(dir, &SHAPE, NULL, &w), 0);
     feed(w, 0, 4);
@@ -130,5 +118,5 @@ Test(qk_dump, damaged_files_rejected) {
     fclose(f);
     struct sl_qk_dump d;
     cr_assert_eq(sl_qk_dump_open(path, &d), SL_EFORMAT);
-    rmdir_all(dir);
+    test_rmtree(dir);
 }
