@@ -6,8 +6,9 @@
 # Crashing inputs are kept in build-fuzz/crashes/. Exit status non-zero on any crash.
 #
 #   tools/fuzz.sh [SECONDS]   each target for SECONDS (default 60)
-#   FUZZ_RUNS=N               each target for exactly N executions instead (no time limit): a
-#                             long run that, with FUZZ_SEED, can be repeated exactly
+#   FUZZ_RUNS=N               each target for N executions instead (libFuzzer's -runs; the
+#                             replay of the corpus comes on top), no time limit: with FUZZ_SEED
+#                             and the same starting corpus, a long run repeats exactly
 #   FUZZ_SEED=S               libFuzzer's random seed (default: a new one each run)
 #   FUZZ_TARGETS="log codes"  only these targets (names as above), in this order
 # The corpora (build-fuzz/corpus-NAME) keep what each run found; delete them to start over.
@@ -77,7 +78,7 @@ run() {
     echo "fuzz: $bin crash (exit $rc); input saved in build-fuzz/crashes/, log in $log" >&2
     return 1
   fi
-  echo "fuzz: $bin no crash in ${runs:+$runs runs}${runs:-${secs}s}"
+  echo "fuzz: $bin no crash in $([ -n "$runs" ] && echo "$runs runs" || echo "${secs}s")"
 }
 status=0
 for t in $targets; do run "$t" || status=1; done
