@@ -114,7 +114,7 @@ int sl_code_file_load(const char *path, const struct sl_code_table *t, const str
     }
     /* every (layer, head) through the checksum; the layers the table wants into it */
     uint32_t crc = 0;
-    const uint8_t *p = b + HEADER;
+    const uint8_t *p = rc ? NULL : b + HEADER; /* b is NULL for an empty file */
     for (int32_t l = first; !rc && l < t->n_layer; l++)
         for (int32_t g = 0; g < t->n_head_kv; g++) {
             const size_t len = seg_bytes(t, src->store.n_tokens);

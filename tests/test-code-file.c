@@ -164,6 +164,9 @@ Test(code_file, damage_is_reported_and_absence_is_enoent) {
     EXPECT_RC(sl_code_file_load(path, &t, &src), SL_EFORMAT);
     cr_assert_eq(truncate(path, 100), 0);
     EXPECT_RC(sl_code_file_load(path, &t, &src), SL_ETRUNCATED);
+    /* empty: nothing to map (no pointer arithmetic on the NULL; found by fuzz-code-file) */
+    cr_assert_eq(truncate(path, 0), 0);
+    EXPECT_RC(sl_code_file_load(path, &t, &src), SL_ETRUNCATED);
     cr_assert_eq(unlink(path), 0);
     EXPECT_RC(sl_code_file_load(path, &t, &src), -ENOENT);
     saved_free(&f);

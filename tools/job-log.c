@@ -67,8 +67,8 @@ static int add_rec(struct job_log *j, const char *line, size_t len, const char *
     return push_rec(j, v[0], line, len, failed);
 }
 
-/* Every complete line of buf[0..n) as a record. */
-static int add_lines(struct job_log *j, const char *buf, size_t n, const char *where) {
+int job_log_add_text(struct job_log *j, const char *buf, size_t n, const char *where) {
+    while (n && buf[n - 1] != '\n') n--; /* a torn last line is not a record */
     size_t line_no = 0;
     for (size_t b = 0; b < n;) {
         const char *nl = memchr(buf + b, '\n', n - b);
@@ -137,8 +137,7 @@ static int add_fd(struct job_log *j, int fd, const char *path) {
         fprintf(stderr, CMD ": cannot read %s: %s\n", path, strerror(errno));
         return -1;
     }
-    while (n && buf[n - 1] != '\n') n--;
-    int rc = add_lines(j, buf, n, path);
+    int rc = job_log_add_text(j, buf, n, path);
     free(buf);
     return rc;
 }
@@ -276,7 +275,7 @@ static int read_own_log(struct job_log *j) {
         }
     }
     j->size = (int64_t)whole;
-    int rc = add_lines(j, buf, whole, j->log);
+    int rc = job_log_add_text(j, buf, whole, j->log);
     free(buf);
     return rc;
 }

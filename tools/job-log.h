@@ -74,6 +74,12 @@ int64_t job_log_append(struct job_log *j, const char *id, const char *text, size
  * and returns how many (rec_of[i] = -1 for them). -1 after one error line. */
 int64_t job_log_merge(struct job_log *j, char *const *ids, size_t n, int64_t *rec_of);
 
+/* The records of buf[0..n), the text of OUT or of a log read whole, appended to j: every
+ * complete line that is a record; a line that is not one is reported on stderr (where:LINE)
+ * and skipped, and so is a torn last line (no newline). 0, or -1 when out of memory
+ * (printed). What every reader of a log goes through; exposed for the fuzzer. */
+int job_log_add_text(struct job_log *j, const char *buf, size_t n, const char *where);
+
 /* Unlocks and closes the log, frees everything. A log this job locked and that holds no record
  * is removed (a job that failed before its first record leaves nothing behind); any other is
  * left for the rerun. Safe on a zeroed struct. */
