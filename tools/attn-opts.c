@@ -240,7 +240,7 @@ int attn_opts_apply(const char *cmd, struct attn_opts *a, sl_context *ctx, const
     int rc = sl_context_set_attention(ctx, &a->p);
     a->p.hash_path = NULL;
     if (rc) {
-        cli_report("attention", rc);
+        cli_report(cmd, rc); /* the mode, its hash or its KV store */
         return -1;
     }
     return 0;
