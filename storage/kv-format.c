@@ -1,6 +1,8 @@
 /* KV store file format: layout arithmetic and header slots (layout in kv-format.h). */
 #include "storage/kv-format.h"
 
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/internal.h"
@@ -189,17 +191,38 @@ static bool try_flip(const uint8_t *in, int slot, int bit, struct slot_info *si)
 /* A damaged slot that one bit flip turns into a valid header: CRC32C's Hamming distance over
  * 4096 bytes makes that repair unique. CRC is linear: flipping bit k of byte p changes the CRC
  * of the 4092 covered bytes by the raw CRC of that bit followed by 4091 - p zero bytes, so the
- * flip is found by matching the syndrome (computed CRC ^ stored CRC) against those deltas. */
-static bool repair_one_bit(const uint8_t *in, int slot, struct slot_info *si) {
-    const uint32_t syn = sl_crc32c(0, in, 4092) ^ sl_rd32(in + 4092);
-    if (syn && !(syn & (syn - 1))) /* the flip is in the stored CRC itself */
-        return try_flip(in, slot, 4092 * 8 + __builtin_ctz(syn), si);
-    for (int k = 0; syn && k < 8; k++) {
+ * flip is found by matching the syndrome (computed CRC ^ stored CRC) against those deltas,
+ * kept sorted (made once) so a lookup is a binary search, not 32K register steps. */
+#define COVERED_BITS (4092 * 8)
+static struct flip_delta {
+    uint32_t delta;
+    int32_t bit;
+} g_deltas[COVERED_BITS];
+static pthread_once_t g_deltas_once = PTHREAD_ONCE_INIT;
+
+static int delta_cmp(const void *a, const void *b) {
+    uint32_t x = ((const struct flip_delta *)a)->delta, y = ((const struct flip_delta *)b)->delta;
+    return x < y ? -1 : x > y;
+}
+
+static void make_deltas(void) {
+    for (int k = 0; k < 8; k++) {
         uint32_t r = crc_step(0, (uint8_t)(1u << k));
         for (int p = 4091; p >= 0; p--, r = crc_step(r, 0))
-            if (r == syn) return try_flip(in, slot, p * 8 + k, si);
+            g_deltas[p * 8 + k] = (struct flip_delta){r, p * 8 + k};
     }
-    return false;
+    qsort(g_deltas, COVERED_BITS, sizeof *g_deltas, delta_cmp);
+}
+
+static bool repair_one_bit(const uint8_t *in, int slot, struct slot_info *si) {
+    const uint32_t syn = sl_crc32c(0, in, 4092) ^ sl_rd32(in + 4092);
+    if (!syn) return false;
+    if (!(syn & (syn - 1))) /* the flip is in the stored CRC itself */
+        return try_flip(in, slot, 4092 * 8 + __builtin_ctz(syn), si);
+    pthread_once(&g_deltas_once, make_deltas);
+    const struct flip_delta key = {syn, 0};
+    const struct flip_delta *hit = bsearch(&key, g_deltas, COVERED_BITS, sizeof *g_deltas, delta_cmp);
+    return hit && try_flip(in, slot, hit->bit, si);
 }
 
 /* Half old, half new, sector by sector (kv-format.h): sector 0 whole and self-consistent,
