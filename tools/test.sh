@@ -3,8 +3,11 @@
 #   1. ctest on the release build (unit, model, CLI, install; GPU tests skip without a GPU),
 #   2. the same suites under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/), less
 #      the long llama.cpp comparisons (label "reference"), whose code paths the others cover,
-#   3. a short libFuzzer run of the GGUF reader (build-fuzz/).
-# Set SL_FUZZ_SECONDS to fuzz longer (default 60).
+#   3. a short libFuzzer run of every untrusted-input reader (build-fuzz/): GGUF, KV store file,
+#      hash file, key-code file, summarize log and manifest (tools/fuzz.sh).
+# Set SL_FUZZ_SECONDS to fuzz longer (default 60 per target). Everything a test needs (models,
+# corpus, a quick Spotlight hash) is fetched or made by this command; .ci/run runs it from an
+# empty model cache.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc 2>/dev/null || echo 2)
