@@ -13,29 +13,9 @@
 #include "spotlight/error.h"
 #include "spotlight/kv-store.h"
 #include "storage/kv-format.h"
+#include "tests/fuzz/fuzz-temp.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static int g_fd = -1;
-static char g_path[4096];
-
-static void remove_temp(void) {
-    if (g_fd >= 0) {
-        close(g_fd);
-        unlink(g_path);
-    }
-}
-
-static int temp_fd(void) {
-    if (g_fd < 0) {
-        const char *base = getenv("TMPDIR");
-        snprintf(g_path, sizeof g_path, "%s/sl-fuzz-kv-XXXXXX", base && *base ? base : "/tmp");
-        g_fd = mkstemp(g_path);
-        if (g_fd < 0) abort(); /* the harness cannot run: not a finding */
-        atexit(remove_temp);
-    }
-    return g_fd;
-}
 
 /* A failing call must return a negative code; anything else is a bug worth a crash report. */
 static void check_rc(int rc) {
@@ -84,11 +64,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (int i = 0; i < 2; i++) check_rc(sl_kv_header_decode(slots + i * SL_KV_HEADER_BYTES, i, &h));
     if (size <= sizeof slots) return 0;
 
-    int fd = temp_fd();
-    if (ftruncate(fd, 0) != 0 || pwrite(fd, data, size, 0) != (ssize_t)size) abort();
+    const char *path = fuzz_temp_write("kv", data, size);
     struct sl_kv_store_params p = sl_kv_store_default_params();
     p.tier = SL_KV_TIER_FILE;
-    p.path = g_path;
+    p.path = path;
     memset(p.fingerprint, 0, sizeof p.fingerprint);
     p.buffered_io = true;
     p.no_uring = true;
