@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "core/internal.h"
+#include "storage/regular-file.h"
 #include "storage/kv-io-internal.h"
 
 #define SL_KV_IO_MAX_DEPTH 4096
@@ -98,22 +99,12 @@ int sl_kv_io_open(const char *path, int flags, const struct sl_kv_io_params *p,
     io->depth = p->queue_depth;
     io->fault = p->fault;
 
-    /* O_NONBLOCK and fstat before any use: a FIFO or device at the path is refused rather
-     * than waited on or written to. */
-    int fd;
-    do {
-        fd = open(path, (flags & ~O_DIRECT) | O_CLOEXEC | O_NONBLOCK | O_NOCTTY, 0644);
-    } while (fd < 0 && errno == EINTR);
-    struct stat st;
-    int err = fd < 0 ? -errno : fstat(fd, &st) != 0 ? -errno : 0;
-    if (!err && !S_ISREG(st.st_mode)) err = SL_EINVAL;
-    if (!err && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) err = -errno;
-    if (err) {
-        if (fd >= 0) close(fd);
+    /* a FIFO or device at the path is refused rather than waited on or written to */
+    int fd = sl_open_regular(path, flags & ~O_DIRECT, 0644, NULL);
+    if (fd < 0) {
         free(io->path);
         free(io);
-        if (err == SL_EINVAL) return sl_fail(err, "'%s' is not a regular file", path);
-        return sl_fail(err, "cannot open '%s': %s", path, strerror(-err));
+        return fd; /* the detail names the path */
     }
     io->fd = fd;
 

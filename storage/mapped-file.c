@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "core/internal.h"
+#include "storage/regular-file.h"
 
 static int read_whole(int fd, size_t size, void **out) {
     uint8_t *buf = malloc(size);
@@ -34,19 +35,9 @@ static int read_whole(int fd, size_t size, void **out) {
 int sl_mapped_file_open(const char *path, struct sl_mapped_file *out) {
     static atomic_bool warned_fallback;
     memset(out, 0, sizeof *out);
-    /* O_NONBLOCK: a FIFO would block the open until a writer came; it is refused below */
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) return sl_fail(-errno, "cannot open '%s': %s", path, strerror(errno));
     struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int err = -errno;
-        close(fd);
-        return sl_fail(err, "cannot stat '%s': %s", path, strerror(-err));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return sl_fail(SL_EINVAL, "'%s' is not a regular file", path);
-    }
+    int fd = sl_open_regular(path, O_RDONLY, 0, &st);
+    if (fd < 0) return fd;
     if ((uint64_t)st.st_size > SIZE_MAX) {
         close(fd);
         return sl_fail(SL_EBOUNDS, "'%s' is too large to map", path);

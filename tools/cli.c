@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "core/internal.h"
+#include "storage/regular-file.h"
 #include "spotlight/error.h"
 
 int cli_model_dir(char *buf, size_t cap) {
@@ -117,20 +118,14 @@ int cli_parse_f32(const char *cmd, const char *opt, const char *s, float lo, flo
 }
 
 int cli_open_input(const char *cmd, const char *path) {
-    /* O_NONBLOCK: opening a FIFO for reading would wait for a writer, forever */
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) {
-        fprintf(stderr, "spotlight %s: cannot open %s: %s\n", cmd, path, strerror(errno));
-        return -1;
-    }
-    struct stat st = {0};
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || fcntl(fd, F_SETFL, 0) != 0) {
+    struct stat st;
+    int fd = sl_open_regular(path, O_RDONLY, 0, &st);
+    if (fd == SL_EINVAL)
         fprintf(stderr, "spotlight %s: cannot read %s: %s\n", cmd, path,
                 S_ISDIR(st.st_mode) ? "it is a directory" : "not a regular file");
-        close(fd);
-        return -1;
-    }
-    return fd;
+    else if (fd < 0)
+        fprintf(stderr, "spotlight %s: cannot open %s: %s\n", cmd, path, strerror(-fd));
+    return fd < 0 ? -1 : fd;
 }
 
 char *cli_read_file_max(const char *cmd, const char *path, int64_t max, size_t *len) {

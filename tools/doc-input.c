@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "spotlight/error.h"
+#include "storage/regular-file.h"
 #include "tools/json-read.h"
 
 #define MAX_DIR_DEPTH 64
@@ -202,14 +204,9 @@ static int manifest_entry(struct doc_list *l, const char *base, size_t line_no, 
 /* Opens a regular file for reading without blocking on a FIFO: an fd, or -1 with errno set
  * (EINVAL: not a regular file). */
 static int open_regular(const char *path, struct stat *st) {
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) return -1;
-    if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode) || fcntl(fd, F_SETFL, 0) != 0) {
-        close(fd);
-        errno = EINVAL;
-        return -1;
-    }
-    return fd;
+    int fd = sl_open_regular(path, O_RDONLY, 0, st);
+    if (fd < 0) errno = fd == SL_EINVAL ? EINVAL : -fd;
+    return fd < 0 ? -1 : fd;
 }
 
 int doc_list_add_manifest(struct doc_list *l, const char *manifest, FILE *err) {

@@ -15,6 +15,8 @@
 #include <unistd.h>
 
 #include "storage/fs-sync.h"
+#include "spotlight/error.h"
+#include "storage/regular-file.h"
 #include "tools/json-read.h"
 #include "tools/out-file.h"
 
@@ -114,16 +116,10 @@ static char *read_all(int fd, size_t *len) {
 /* Opens a job file for reading without blocking on a FIFO or following a planted device:
  * an fd, -2 when it does not exist, or -1 after one error line. */
 static int open_regular(const char *path) {
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    int fd = sl_open_regular(path, O_RDONLY, 0, NULL);
+    if (fd == -ENOENT) return -2;
     if (fd < 0) {
-        if (errno == ENOENT) return -2;
-        fprintf(stderr, CMD ": cannot read %s: %s\n", path, strerror(errno));
-        return -1;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        fprintf(stderr, CMD ": cannot read %s: not a regular file\n", path);
-        close(fd);
+        fprintf(stderr, CMD ": cannot read %s: %s\n", path, fd == SL_EINVAL ? "not a regular file" : strerror(-fd));
         return -1;
     }
     return fd;
@@ -291,15 +287,11 @@ int job_log_open(struct job_log *j, const char *out_path, int32_t shard) {
         return -1;
     }
     /* O_NOFOLLOW: a link planted at the log's name must not send the records into another
-     * file; O_NONBLOCK: a FIFO there must not hang the open (it is refused just after) */
-    j->fd = open(j->log, O_RDWR | O_CREAT | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0666);
+     * file; a FIFO there is refused without hanging the open */
+    j->fd = sl_open_regular(j->log, O_RDWR | O_CREAT | O_APPEND | O_NOFOLLOW, 0666, NULL);
     if (j->fd < 0) {
-        fprintf(stderr, CMD ": cannot write %s: %s\n", j->log, errno == ELOOP ? "it is a symbolic link" : strerror(errno));
-        return -1;
-    }
-    if (fstat(j->fd, &st) != 0 || !S_ISREG(st.st_mode) || fcntl(j->fd, F_SETFL, O_APPEND) != 0) {
-        fprintf(stderr, CMD ": cannot write %s: not a regular file\n", j->log);
-        close(j->fd);
+        fprintf(stderr, CMD ": cannot write %s: %s\n", j->log,
+                j->fd == -ELOOP ? "it is a symbolic link" : j->fd == SL_EINVAL ? "not a regular file" : strerror(-j->fd));
         j->fd = -1;
         return -1;
     }
